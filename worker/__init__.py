@@ -1,0 +1,1 @@
+"""Phaseguard worker: the functional core (domain), Redis store, consumer, jobs and CLI."""

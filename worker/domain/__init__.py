@@ -1,0 +1,1 @@
+"""Functional core: pure, deterministic rule engine. No I/O imports (enforced by a test)."""

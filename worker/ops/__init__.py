@@ -1,0 +1,1 @@
+"""Signed operator requests: signing, verification, lockout."""

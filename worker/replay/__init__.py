@@ -1,0 +1,1 @@
+"""Replay of real and synthetic trade histories."""

@@ -1,0 +1,1 @@
+"""Redis persistence: key names, state codec, unit of work."""
