@@ -1,0 +1,540 @@
+"""The inbox consumer (SPEC §10): shard leases, batched XREADGROUP, one transaction per batch.
+
+Per shard batch: **gather** (decode, WATCH lease and states, read states, ledgers, registry and
+the clock in one round trip), **decide** (the pure core, once per message, in inbox order),
+**apply** (state, history, events, dead letters, ledger clean-up and XACK in one MULTI/EXEC).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import redis
+import structlog
+from redis.client import Pipeline
+from redis.exceptions import ResponseError
+
+from contracts.codec import decode_inbox
+from contracts.errors import InvalidMessage
+from contracts.messages import SessionEnded, TradeClosed
+from worker.domain.calendar import Calendar
+from worker.domain.decide import Decision, Emitted, Record, Sweep, decide
+from worker.domain.model import AccountState
+from worker.domain.policy import Policy
+from worker.store.codec import StateCodecError, decode_state
+from worker.store.keys import CONSUMER_GROUP, Keys, consumer_name
+from worker.store.ledger import cleanup_fields, read_ledger
+from worker.store.runtime import PolicyHolder, redis_now
+from worker.store.uow import Contention, LeaseLost, Staging, dumps, transact
+
+log = structlog.get_logger("phaseguard.consumer")
+
+BATCH = 200  # entries per XREADGROUP per shard: one transaction each
+LEASE_MS = 10_000  # lease expiry; renewed every LEASE_MS / 3
+SWEEP_EVERY_S = 30.0  # session-close sweep period (R-10.5)
+TRIM_EVERY_S = 300.0  # inbox trimming period (R-10.7)
+CALENDAR_EVERY_S = 3600.0  # republish the shard calendars for the entry script
+CALENDAR_DAYS = 400  # session opens published ahead (R-9.2)
+CALENDAR_BACK = 10  # and behind, so the script can find today's and yesterday's session
+
+Hook = Callable[[str], None]
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def calendar_blob(policy: Policy, start: date, count: int = CALENDAR_DAYS) -> str:
+    """What the entry script reads: {"opens": [[day, epoch seconds], ...], "min_size": ...}."""
+    cal = Calendar(policy.calendar)
+    first = cal.add_trading_days(start, -CALENDAR_BACK)
+    opens = cal.opens(first, count + CALENDAR_BACK)
+    return json.dumps({"opens": [[cal.trading_day(o).isoformat(), int(o.timestamp())]
+                                 for o in opens],
+                       "min_size": str(policy.sizes.min_position_size)}, separators=(",", ":"))
+
+
+@dataclass
+class _Item:
+    entry_id: str
+    fields: dict[Any, Any]
+    msg: TradeClosed | SessionEnded | None
+    error: InvalidMessage | None
+    account_id: str | None
+
+
+@dataclass
+class _Loaded:
+    now: datetime
+    registry: dict[str, dict[str, Any] | None]
+    states: dict[str, AccountState | None]
+    raw_versions: dict[str, str]
+    dead_letters: dict[str, int]
+    ledgers: dict[str, dict[Any, Any]]
+
+
+@dataclass
+class ShardConsumer:
+    """Owns shard leases and processes their inboxes. `run_once()` is the finite mode for tests."""
+
+    client: redis.Redis
+    keys: Keys
+    policy: PolicyHolder
+    name: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
+    lease_ms: int = LEASE_MS
+    batch: int = BATCH
+    max_shards: int | None = None
+    fault_hook: Hook | None = None
+    owned: set[int] = field(default_factory=set)
+    _needs_pending: set[int] = field(default_factory=set)
+    _cache: dict[str, tuple[str, AccountState]] = field(default_factory=dict)
+    _next_renew: float = 0.0
+    _next_sweep: float = 0.0
+    _next_trim: float = 0.0
+    _next_calendar: dict[int, float] = field(default_factory=dict)
+    _cal_days: dict[str, date] = field(default_factory=dict)
+
+    # -- leases (R-10.1) -------------------------------------------------------------------------
+    def balance(self) -> None:
+        """Renew held leases, then take or give up shards toward an even share."""
+        r = self.client
+        now_ms = int(time.time() * 1000)
+        pipe = r.pipeline(transaction=False)
+        pipe.zadd(self.keys.workers, {self.name: now_ms + self.lease_ms})
+        pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms)
+        pipe.zcard(self.keys.workers)
+        for k in sorted(self.owned):
+            pipe.eval(_RENEW, 1, self.keys.lease(k), self.name, self.lease_ms)
+        res = pipe.execute()
+        live = max(1, int(res[2]))
+        for k, ok in zip(sorted(self.owned), res[3:], strict=True):
+            if not ok:
+                self.owned.discard(k)
+                log.warning("lease_lost", shard=k)
+        share = math.ceil(self.keys.shards / live)
+        if self.max_shards is not None:
+            share = min(share, self.max_shards)
+        while len(self.owned) > share:
+            k = max(self.owned)
+            r.eval(_RELEASE, 1, self.keys.lease(k), self.name)
+            self.owned.discard(k)
+            log.info("lease_released", shard=k)
+        if len(self.owned) < share:
+            start = zlib.crc32(self.name.encode()) % self.keys.shards
+            for i in range(self.keys.shards):
+                if len(self.owned) >= share:
+                    break
+                k = (start + i) % self.keys.shards
+                if k in self.owned:
+                    continue
+                if r.set(self.keys.lease(k), self.name, nx=True, px=self.lease_ms):
+                    self.owned.add(k)
+                    self._needs_pending.add(k)  # a new owner resumes pending entries first
+                    self._ensure_group(k)
+                    log.info("lease_acquired", shard=k)
+        self._next_renew = time.monotonic() + self.lease_ms / 3000
+
+    def release_all(self) -> None:
+        for k in sorted(self.owned):
+            self.client.eval(_RELEASE, 1, self.keys.lease(k), self.name)
+        self.owned.clear()
+        self.client.zrem(self.keys.workers, self.name)
+
+    def _ensure_group(self, k: int) -> None:
+        try:
+            self.client.xgroup_create(self.keys.inbox(k), CONSUMER_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run_once(self, block_ms: int | None = None) -> int:
+        """One round: keep leases, then one batch per owned shard. Returns entries handled."""
+        clock = time.monotonic()
+        if clock >= self._next_renew:
+            self.balance()
+        self.policy.refresh()
+        handled = 0
+        for k in sorted(self.owned):
+            if clock >= self._next_calendar.get(k, 0.0):
+                self._publish_calendar(k)
+            handled += self._shard_round(k, block_ms)
+        if clock >= self._next_sweep:
+            for k in sorted(self.owned):
+                self.sweep(k)
+            self._next_sweep = clock + SWEEP_EVERY_S
+        if clock >= self._next_trim:
+            for k in sorted(self.owned):
+                self.trim(k)
+            self._next_trim = clock + TRIM_EVERY_S
+        return handled
+
+    def run(self, should_stop: Callable[[], bool], block_ms: int = 1000) -> None:
+        """Until should_stop(): a stop signal lets the batch in hand finish (graceful stop)."""
+        try:
+            while not should_stop():
+                self.run_once(block_ms=block_ms if self.owned else None)
+                if not self.owned and not should_stop():
+                    # no shard to own yet: wait for the next balancing round
+                    time.sleep(min(1.0, self.lease_ms / 3000))
+        finally:
+            self.release_all()
+
+    def _shard_round(self, k: int, block_ms: int | None) -> int:
+        entries: list[Any] = []
+        if k in self._needs_pending:
+            entries = self._read(k, "0", None)
+            if not entries:
+                self._needs_pending.discard(k)
+        if not entries:
+            entries = self._read(k, ">", block_ms)
+        if not entries:
+            return 0
+        if self.fault_hook:
+            self.fault_hook("after_read")
+        try:
+            self._process(k, entries)
+        except (LeaseLost, Contention):
+            raise
+        except Exception:
+            log.exception("batch_failed", shard=k, entries=len(entries))
+            self._needs_pending.add(k)
+            for entry in entries:
+                self._process_one_guarded(k, entry)
+        return len(entries)
+
+    def _read(self, k: int, stream_id: str, block_ms: int | None) -> list[Any]:
+        res: Any = self.client.xreadgroup(CONSUMER_GROUP, consumer_name(k),
+                                          {self.keys.inbox(k): stream_id}, count=self.batch,
+                                          block=block_ms)
+        return list(res[0][1]) if res else []
+
+    def _process_one_guarded(self, k: int, entry: tuple[Any, Any]) -> None:
+        """R-10.6: retry one at a time; the 5th failure of a message dead-letters it."""
+        entry_id = _text(entry[0])
+        try:
+            self._process(k, [entry])
+        except (LeaseLost, Contention):
+            raise
+        except Exception as exc:
+            fails = int(self.client.hincrby(self.keys.failures(k), entry_id, 1))
+            log.exception("message_failed", shard=k, entry_id=entry_id, attempt=fails)
+            if fails >= self.policy.current.delivery.max_attempts:
+                self._give_up(k, entry, exc)
+
+    def _give_up(self, k: int, entry: tuple[Any, Any], exc: Exception) -> None:
+        entry_id, fields = _text(entry[0]), entry[1]
+        account = _guess_account(fields)
+
+        def gather(pipe: Pipeline) -> None:
+            return None
+
+        def stage(_: None) -> Staging:
+            st = Staging(self.keys, k)
+            st.deadletter(reason="processing_failed", error=repr(exc), source_id=entry_id,
+                          type_=_field(fields, "type"), data=_field(fields, "data"),
+                          account_id=account)
+            st.raw(lambda p: p.hdel(self.keys.failures(k), entry_id))
+            st.ack(entry_id)
+            return st
+
+        transact(self.client, [], gather, stage, lease_key=self.keys.lease(k), owner=self.name)
+        self._cache.pop(account or "", None)
+
+    # -- one batch -------------------------------------------------------------------------------
+    def _process(self, k: int, entries: list[tuple[Any, Any]]) -> None:
+        started = time.perf_counter()
+        items: list[_Item] = []
+        for raw_id, fields in entries:
+            entry_id = _text(raw_id)
+            try:
+                msg = decode_inbox(fields)
+                items.append(_Item(entry_id, fields, msg, None, msg.account_id))
+            except InvalidMessage as exc:
+                items.append(_Item(entry_id, fields, None, exc, _guess_account(fields)))
+        accounts = list(dict.fromkeys(i.account_id for i in items if i.account_id))
+        state_keys = [self.keys.state(k, a) for a in accounts]
+
+        def gather(pipe: Pipeline) -> _Loaded:
+            return self._load(k, accounts)
+
+        outcomes: list[tuple[_Item, str, str | None]] = []
+
+        def stage(loaded: _Loaded) -> Staging:
+            outcomes.clear()
+            if self.fault_hook:
+                self.fault_hook("before_exec")
+            return self._stage(k, items, loaded, outcomes)
+
+        transact(self.client, state_keys, gather, stage, lease_key=self.keys.lease(k),
+                 owner=self.name)
+        elapsed_ms = (time.perf_counter() - started) * 1000 / max(1, len(items))
+        for item, outcome, reason in outcomes:
+            log.info("message", shard=k, account_id=item.account_id, entry_id=item.entry_id,
+                     outcome=outcome, reason=reason, latency_ms=round(elapsed_ms, 3))
+
+    def _load(self, k: int, accounts: list[str]) -> _Loaded:
+        rp = self.client.pipeline(transaction=False)
+        rp.time()
+        if accounts:
+            rp.hmget(self.keys.registry(k), accounts)
+        for a in accounts:
+            rp.hgetall(self.keys.state(k, a))
+            rp.hgetall(self.keys.entries(k, a))
+        res = rp.execute()
+        now = redis_now(res[0])
+        regs_raw = res[1] if accounts else []
+        registry: dict[str, dict[str, Any] | None] = {}
+        states: dict[str, AccountState | None] = {}
+        versions: dict[str, str] = {}
+        dls: dict[str, int] = {}
+        ledgers: dict[str, dict[Any, Any]] = {}
+        for i, a in enumerate(accounts):
+            reg = regs_raw[i]
+            registry[a] = json.loads(reg) if reg else None
+            raw_state = {_text(f): _text(v) for f, v in res[2 + 2 * i].items()}
+            ledgers[a] = res[3 + 2 * i]
+            versions[a] = raw_state.get("version", "")
+            dls[a] = int(raw_state.get("dead_letters", "0") or 0)
+            states[a] = self._decode_cached(a, raw_state)
+        return _Loaded(now, registry, states, versions, dls, ledgers)
+
+    def _decode_cached(self, account: str, raw: dict[str, str]) -> AccountState | None:
+        if not raw:
+            self._cache.pop(account, None)
+            return None
+        version = raw.get("version", "")
+        hit = self._cache.get(account)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        try:
+            st = decode_state(raw)
+        except StateCodecError:
+            log.error("state_unreadable", account_id=account)
+            return None
+        self._cache[account] = (version, st)
+        return st
+
+    def _stage(self, k: int, items: list[_Item], loaded: _Loaded,
+               outcomes: list[tuple[_Item, str, str | None]]) -> Staging:
+        policy = self.policy.current
+        staging = Staging(self.keys, k)
+        now = loaded.now
+        states = dict(loaded.states)
+        dirty: dict[str, int] = {}  # account -> dead letters added in this batch
+        touched: set[str] = set()
+        consumed: dict[str, list[str]] = {}
+        closed: dict[str, list[date]] = {}
+        for item in items:
+            acc = item.account_id
+            reg = loaded.registry.get(acc) if acc else None
+            st = states.get(acc) if acc else None
+            reason: str | None = None
+            error = ""
+            if item.error is not None:
+                reason, error = item.error.reason, item.error.detail
+            elif acc is None or reg is None:
+                reason, error = "unknown_account", f"account {acc!r} is not registered"
+            elif reg.get("retired_at"):
+                reason, error = "account_retired", f"account {acc} is retired"
+            elif st is None:
+                reason, error = "state_unavailable", f"state of {acc} is missing or unreadable"
+            if reason is None and st is not None and item.msg is not None and acc is not None:
+                decision = decide(st, read_ledger(loaded.ledgers[acc]), item.msg, policy, now,
+                                  cause=item.entry_id)
+                if decision.dead_letter is not None:
+                    reason, error = decision.dead_letter.reason, decision.dead_letter.error
+                else:
+                    if decision.outcome == "applied":
+                        states[acc] = decision.state
+                        touched.add(acc)
+                        self._stage_effects(staging, acc, decision, now, item.entry_id)
+                        consumed.setdefault(acc, []).extend(decision.consumed_decisions)
+                        closed.setdefault(acc, []).extend(decision.closed_days)
+                    outcomes.append((item, decision.outcome, None))
+            if reason is not None:
+                staging.deadletter(reason=reason, error=error, source_id=item.entry_id,
+                                   type_=_field(item.fields, "type"),
+                                   data=_field(item.fields, "data"), account_id=acc)
+                outcomes.append((item, "dead_letter", reason))
+                st = states.get(acc) if acc else None
+                if acc and st is not None and reason != "account_retired":
+                    states[acc] = self._degrade(staging, st, now, item.entry_id, reason)
+                    dirty[acc] = dirty.get(acc, 0) + 1
+                    touched.add(acc)
+            staging.ack(item.entry_id)
+        for acc in touched:
+            st = states[acc]
+            if st is None:
+                continue
+            extra = {}
+            if acc in dirty:
+                extra["dead_letters"] = str(loaded.dead_letters.get(acc, 0) + dirty[acc])
+            staging.state(st, extra)
+            self._cache[acc] = (str(st.version), st)
+            if acc in consumed or acc in closed:
+                fields = cleanup_fields(loaded.ledgers[acc], tuple(closed.get(acc, ())),
+                                        tuple(consumed.get(acc, ())),
+                                        Calendar(policy.calendar).trading_day(now),
+                                        policy.delivery.decision_retention_days)
+                if fields:
+                    staging.raw(_hdel(self.keys.entries(k, acc), fields))
+            if st.clock == "message":
+                self._stage_account_calendar(staging, k, st, policy)
+        return staging
+
+    def _stage_effects(self, staging: Staging, acc: str, decision: Decision, now: datetime,
+                       cause: str) -> None:
+        for rec in decision.history:
+            staging.history(acc, rec, now, cause)
+        for ev in decision.events:
+            staging.event(acc, ev, now, cause)
+
+    def _degrade(self, staging: Staging, st: AccountState, now: datetime, cause: str,
+                 reason: str) -> AccountState:
+        """R-10.6: a dead letter for a registered account degrades it until an operator acts."""
+        day = Calendar(self.policy.current.calendar).trading_day(now)
+        staging.history(st.account_id, Record("dead_letter", {"reason": reason,
+                                                              "source_id": cause}), now, cause)
+        if not st.degraded:
+            staging.event(st.account_id, Emitted("account_degraded", now, day,
+                                                 {"reason": reason, "source_id": cause}),
+                          now, cause)
+        return replace(st, degraded=True, version=st.version + 1, updated_at=now)
+
+    def _stage_account_calendar(self, staging: Staging, k: int, st: AccountState,
+                                policy: Policy) -> None:
+        if st.clock_at is None:
+            return
+        cal = Calendar(policy.calendar)
+        day = cal.trading_day(st.clock_at)
+        last = self._cal_days.get(st.account_id)
+        if last is not None and last == day:
+            return
+        self._cal_days[st.account_id] = day
+        blob = calendar_blob(policy, day)
+        key = self.keys.account_calendar(k, st.account_id)
+        staging.raw(lambda p: p.set(key, blob))
+
+    def _publish_calendar(self, k: int) -> None:
+        policy = self.policy.current
+        now = redis_now(self.client.time())
+        today = Calendar(policy.calendar).trading_day(now)
+        self.client.set(self.keys.calendar(k), calendar_blob(policy, today))
+        self._next_calendar[k] = time.monotonic() + CALENDAR_EVERY_S
+
+    # -- periodic work ---------------------------------------------------------------------------
+    def sweep(self, k: int) -> int:
+        """R-10.5: close sessions whose end + grace has passed, for redis-clock accounts."""
+        policy = self.policy.current
+        cal = Calendar(policy.calendar)
+        regs = self.client.hgetall(self.keys.registry(k))
+        if not regs:
+            return 0
+        now = redis_now(self.client.time())
+        grace = timedelta(seconds=policy.delivery.session_close_grace_seconds)
+        accounts = [_text(a) for a, v in regs.items()
+                    if json.loads(v).get("clock") == "redis" and not json.loads(v).get(
+                        "retired_at")]
+        pipe = self.client.pipeline(transaction=False)
+        for a in accounts:
+            pipe.hget(self.keys.state(k, a), "open_day")
+        due = []
+        for a, day in zip(accounts, pipe.execute(), strict=True):
+            if day and cal.session_end(date.fromisoformat(_text(day))) + grace <= now:
+                due.append(a)
+        for a in due:
+            self._sweep_account(k, a)
+        return len(due)
+
+    def _sweep_account(self, k: int, account: str) -> None:
+        cause = f"sweep:{uuid.uuid4().hex[:12]}"
+
+        def gather(pipe: Pipeline) -> _Loaded:
+            return self._load(k, [account])
+
+        def stage(loaded: _Loaded) -> Staging:
+            staging = Staging(self.keys, k)
+            st = loaded.states.get(account)
+            if st is None:
+                return staging
+            decision = decide(st, read_ledger(loaded.ledgers[account]), Sweep(),
+                              self.policy.current, loaded.now, cause=cause)
+            if decision.outcome != "applied":
+                return staging
+            self._stage_effects(staging, account, decision, loaded.now, cause)
+            staging.state(decision.state)
+            self._cache[account] = (str(decision.state.version), decision.state)
+            fields = cleanup_fields(loaded.ledgers[account], decision.closed_days, (),
+                                    loaded.now.date(),
+                                    self.policy.current.delivery.decision_retention_days)
+            if fields:
+                staging.raw(_hdel(self.keys.entries(k, account), fields))
+            return staging
+
+        transact(self.client, [self.keys.state(k, account)], gather, stage,
+                 lease_key=self.keys.lease(k), owner=self.name)
+
+    def trim(self, k: int) -> None:
+        """R-10.7: trim the inbox below the oldest pending entry minus 24 hours."""
+        inbox = self.keys.inbox(k)
+        try:
+            summary = self.client.xpending(inbox, CONSUMER_GROUP)
+        except ResponseError:
+            return
+        if summary and summary.get("pending"):
+            oldest = _text(summary["min"])
+        else:
+            info = self.client.xinfo_groups(inbox)
+            group = next((g for g in info if _text(g["name"]) == CONSUMER_GROUP), None)
+            if group is None:
+                return
+            oldest = _text(group["last-delivered-id"])
+        ms = int(oldest.split("-")[0]) - self.policy.current.delivery.inbox_retention_seconds * 1000
+        if ms > 0:
+            self.client.xtrim(inbox, minid=f"{ms}-0", approximate=True)
+
+
+def _hdel(key: str, fields: list[str]) -> Callable[[Pipeline], object]:
+    return lambda p: p.hdel(key, *fields)
+
+
+def _text(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _field(fields: dict[Any, Any], name: str) -> str:
+    v = fields.get(name.encode(), fields.get(name))
+    if v is None:
+        return ""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _guess_account(fields: dict[Any, Any]) -> str | None:
+    """Best effort: which account a malformed message was meant for (to degrade it)."""
+    try:
+        acc = json.loads(_field(fields, "data")).get("account_id")
+    except (ValueError, AttributeError):
+        return None
+    return acc if isinstance(acc, str) and 0 < len(acc) <= 64 else None
+
+
+__all__ = ["ShardConsumer", "calendar_blob", "dumps"]
+_ = UTC
