@@ -49,6 +49,8 @@ else
 fi
 
 export PHASE_LOG_FORMAT="${PHASE_LOG_FORMAT:-console}"
+# honcho reads the processes through pipes: unbuffered, so each log line shows as it happens
+export PYTHONUNBUFFERED=1
 "$HONCHO" start -f "$PROCFILE" &
 honcho_pid=$!
 # A trapped signal interrupts `wait`; honcho then gets SIGTERM, stops its processes and exits.

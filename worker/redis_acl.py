@@ -1,7 +1,8 @@
 """Redis ACL users of SPEC R-7.14: the rules of each user and their idempotent installation.
 
-Every rule names keys through the prefix ``P`` (R-9.2) and the RQ keys of queue ``phase-ops``;
-``acl_rules`` is pure, ``apply_acl`` is the only function that talks to Redis.
+Every rule names keys through the prefix ``P`` (R-9.2) and the RQ keys of queue ``phase-ops``.
+``acl_rules`` is pure; ``apply_acl`` installs the users; ``python -m worker.redis_acl apply``
+does that on a production server (deploy/README.md).
 """
 
 from __future__ import annotations

@@ -143,6 +143,7 @@ class RedisServer:
         self._binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
         self._daemon_pid: int | None = None
+        self._detach = False
         self._log: IO[bytes] | None = None
 
     # -- addresses ---------------------------------------------------------------------------
@@ -198,6 +199,7 @@ class RedisServer:
         """Start the server, wait until it answers PING, check it, install the ACL users."""
         if self.running:
             raise RedisServerError(f"already running (pid {self.pid})")
+        self._detach = detach
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._write_acl_file()
         fixed = self.port is not None
@@ -265,9 +267,8 @@ class RedisServer:
 
     def restart(self, timeout: float = START_TIMEOUT_S) -> None:
         """Stop if running, start again on the same port and data dir (AOF recovery)."""
-        detach = self._daemon_pid is not None
         self.stop()
-        self.start(detach=detach, timeout=timeout)
+        self.start(detach=self._detach, timeout=timeout)
 
     def wait(self) -> int:
         """Block until a server started in the foreground exits; its exit status."""
@@ -329,9 +330,17 @@ class RedisServer:
             self.pid_path.unlink(missing_ok=True)
             # Fixed argv, no shell: the binary is redis-server and every argument is ours.
             # With --daemonize yes this returns as soon as redis has forked into the background.
-            done = subprocess.run(  # noqa: S603
-                argv, stdin=subprocess.DEVNULL, capture_output=True, cwd=self.data_dir, check=False
-            )
+            try:
+                done = subprocess.run(  # noqa: S603
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    cwd=self.data_dir,
+                    check=False,
+                    timeout=START_TIMEOUT_S,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise RedisServerError(f"cannot run {argv[0]}: {exc}") from exc
             if done.returncode != 0:
                 raise RedisServerError(
                     f"redis-server exited with status {done.returncode}: "
@@ -339,14 +348,18 @@ class RedisServer:
                 )
             return
         self._log = self.log_path.open("ab")
-        # Fixed argv, no shell: the binary is redis-server and every argument is ours.
-        self._proc = subprocess.Popen(  # noqa: S603
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-        )
+        try:
+            # Fixed argv, no shell: the binary is redis-server and every argument is ours.
+            self._proc = subprocess.Popen(  # noqa: S603
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+            )
+        except OSError as exc:
+            self._close_log()
+            raise RedisServerError(f"cannot run {argv[0]}: {exc}") from exc
 
     def _wait_ready(self, port: int, timeout: float) -> None:
         with redis.Redis(

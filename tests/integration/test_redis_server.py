@@ -14,6 +14,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from worker import redis_acl as redis_acl_module
 from worker import redis_server as redis_server_module
 from worker.redis_acl import (
     ADMIN_USER,
@@ -28,6 +29,7 @@ from worker.redis_server import RedisServer, pid_is_redis
 from worker.settings import Settings, redis_url_for
 
 pytestmark = pytest.mark.redis
+README = Path(__file__).resolve().parents[2] / "deploy" / "README.md"
 
 STATE = "phase:{s3}:a:acct-1:state"
 ENTRIES = "phase:{s3}:a:acct-1:entries"
@@ -385,6 +387,31 @@ def test_acl_rules_refuse_a_prefix_with_glob_characters() -> None:
 def test_apply_acl_refuses_a_missing_password(redis_admin: redis.Redis) -> None:
     with pytest.raises(ValueError, match="no password"):
         apply_acl(redis_admin, "phase", {ADMIN_USER: "x" * 20})
+
+
+def test_redis_acl_apply_writes_credentials_and_keeps_them_on_a_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    creds = tmp_path / "acl"
+    with RedisServer(tmp_path / "redis") as server:
+        monkeypatch.setenv("REDIS_URL", server.admin_url)
+        assert redis_acl_module.main(["apply", "--creds-dir", str(creds)]) == 0
+        first = {p.name: p.read_text() for p in creds.iterdir()}
+        assert redis_acl_module.main(["apply", "--creds-dir", str(creds)]) == 0
+        assert {p.name: p.read_text() for p in creds.iterdir()} == first
+        assert set(first) == set(USER_FOR_ROLE)
+        assert all((p.stat().st_mode & 0o777) == 0o600 for p in creds.iterdir())
+        user, _, password = first["bot"].strip().partition(":")
+        with redis.Redis.from_url(server.url, username=user, password=password) as bot:
+            bot.xadd(INBOX, {"type": "trade_closed", "data": "{}"})
+    capsys.readouterr()
+
+
+def test_deploy_readme_lists_the_exact_acl_rules() -> None:
+    text = README.read_text()
+    for user, rules in acl_rules("phase").items():
+        block = "```text\n" + "\n".join(rules) + "\n```"
+        assert f"`{user}`:\n\n{block}" in text, f"deploy/README.md is out of date for {user}"
 
 
 # -- RQ on phase-ops ----------------------------------------------------------------------------

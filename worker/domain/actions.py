@@ -21,6 +21,7 @@ from worker.domain.decide import (
     evaluate,
     refresh_size,
     start_epoch,
+    sync_open_session,
     transition,
 )
 from worker.domain.model import PHASES, AccountState, Phase, phase_index
@@ -38,8 +39,9 @@ class ActionResult:
     history: tuple[Record, ...] = ()
 
 
-def _done(state: AccountState, out: _Out, now: datetime, detail: dict[str, Any] | None = None,
-          outcome: str = "applied") -> ActionResult:
+def _done(state: AccountState, out: _Out, now: datetime, cal: Calendar,
+          detail: dict[str, Any] | None = None, outcome: str = "applied") -> ActionResult:
+    state = sync_open_session(state, now, cal)
     state = replace(state, version=state.version + 1, updated_at=now)
     return ActionResult(state, outcome, "", detail, tuple(out.events), tuple(out.history))
 
@@ -74,7 +76,7 @@ def act_advance(state: AccountState, policy: Policy, now: datetime, *, operator_
     out = _Out()
     state = advance(state, at, now, policy, cal, out, cause, kind="advance", trigger="manual",
                     validation=result, operator_id=operator_id)
-    return _done(state, out, now, result.as_json())
+    return _done(state, out, now, cal, result.as_json())
 
 
 def act_force_advance(state: AccountState, policy: Policy, now: datetime, *, target: Phase | None,
@@ -92,7 +94,7 @@ def act_force_advance(state: AccountState, policy: Policy, now: datetime, *, tar
     state = advance(state, at, now, policy, cal, out, cause, kind="force_advance",
                     trigger="manual", validation=bypassed, operator_id=operator_id,
                     override_used=True, reasons=[reason])
-    return _done(state, out, now, bypassed.as_json() if bypassed else None)
+    return _done(state, out, now, cal, bypassed.as_json() if bypassed else None)
 
 
 def act_rollback(state: AccountState, policy: Policy, now: datetime, *, target: Phase | None,
@@ -107,7 +109,7 @@ def act_rollback(state: AccountState, policy: Policy, now: datetime, *, target: 
                        reasons=[reason], policy=policy, cal=cal, out=out, cause=cause,
                        operator_id=operator_id, override_used=True)
     state = refresh_size(state, policy, cal, at, out, cause)
-    return _done(state, out, now)
+    return _done(state, out, now, cal)
 
 
 def act_acknowledge(state: AccountState, policy: Policy, now: datetime, *, operator_id: str,
@@ -119,7 +121,7 @@ def act_acknowledge(state: AccountState, policy: Policy, now: datetime, *, opera
     out = _Out()
     state = clear_breaker(state, account_now(state, now), cal, out, by="acknowledge",
                           operator_id=operator_id)
-    return _done(state, out, now)
+    return _done(state, out, now, cal)
 
 
 def act_reset_epoch(state: AccountState, policy: Policy, now: datetime, *, operator_id: str,
@@ -136,7 +138,7 @@ def act_reset_epoch(state: AccountState, policy: Policy, now: datetime, *, opera
     out.record("epoch_reset", payload)
     out.emit("epoch_reset", at, day, payload)
     state = refresh_size(state, policy, cal, at, out, cause)
-    return _done(state, out, now)
+    return _done(state, out, now, cal)
 
 
 def act_clear_reduction(state: AccountState, policy: Policy, now: datetime, *, operator_id: str,
@@ -150,5 +152,5 @@ def act_clear_reduction(state: AccountState, policy: Policy, now: datetime, *, o
     state = replace(state, size_reduced=False)
     out.record("reduction_cleared", {"at": at.isoformat(), "operator_id": operator_id})
     state = refresh_size(state, policy, cal, at, out, cause)
-    return _done(state, out, now)
+    return _done(state, out, now, cal)
 

@@ -8,9 +8,12 @@ returned Decision in one MULTI/EXEC. Nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from contracts.messages import SessionEnded, TradeClosed
@@ -26,7 +29,7 @@ from worker.domain.model import (
     SessionMeta,
     Trade,
 )
-from worker.domain.policy import Policy
+from worker.domain.policy import CalendarPolicy, Policy
 from worker.domain.rules import (
     NEXT_PHASE,
     GateInputs,
@@ -40,6 +43,20 @@ from worker.domain.rules import (
 )
 
 JSON = dict[str, Any]
+_TRADE_ID = attrgetter("trade_id")
+_TRADE_DAY = attrgetter("day")
+_REPORT_AT = attrgetter("at")
+
+
+@lru_cache(maxsize=16)
+def calendar_of(policy: CalendarPolicy) -> Calendar:
+    """The Calendar of a calendar policy, built once: every message needs one."""
+    return Calendar(policy)
+
+
+@lru_cache(maxsize=1024)
+def _trading_days_before(cal: Calendar, day: date, n: int) -> date:
+    return cal.add_trading_days(day, -n)
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -156,7 +173,7 @@ def dead(state: AccountState, reason: str, error: str) -> Decision:
 
 def new_account(reg: Registration, policy: Policy) -> AccountState:
     """The state of a freshly registered account: experience, first epoch (R-1.1, R-1.5, R-7.7)."""
-    cal = Calendar(policy.calendar)
+    cal = calendar_of(policy.calendar)
     start = reg.starts_at if reg.clock == "message" and reg.starts_at else reg.created_at
     return AccountState(
         account_id=reg.account_id, clock=reg.clock, currency=reg.currency, phase="experience",
@@ -177,6 +194,22 @@ def window_of(policy: Policy) -> Window:
 # -- helpers over the state --------------------------------------------------------------------
 
 
+_STATE_FIELDS = tuple(f.name for f in fields(AccountState))
+_set = object.__setattr__
+
+
+def _evolve(state: AccountState, **changes: Any) -> AccountState:
+    """`dataclasses.replace` for the per-trade path, at about half its cost.
+
+    AccountState has no __post_init__ and no init=False fields, so copying every slot and
+    overriding `changes` is exactly what replace would build.
+    """
+    new = object.__new__(AccountState)
+    for name in _STATE_FIELDS:
+        _set(new, name, changes[name] if name in changes else getattr(state, name))
+    return new
+
+
 def ctx_of(state: AccountState) -> EpochContext:
     return EpochContext(state.epoch_start, state.epoch_inclusive, state.epoch_start_equity,
                         state.window)
@@ -184,14 +217,11 @@ def ctx_of(state: AccountState) -> EpochContext:
 
 def equity_at(state: AccountState, instant: datetime, cal: Calendar) -> Decimal | None:
     """R-2.8: the last equity reported at or before `instant`, if known there."""
-    found: EquityReport | None = None
-    for rep in state.equity:
-        if rep.at <= instant:
-            found = rep
-        else:
-            break
-    if found is None:
+    # Reports are kept in time order: the last one at or before `instant` by bisection.
+    idx = bisect_right(state.equity, instant, key=_REPORT_AT)
+    if idx == 0:
         return None
+    found = state.equity[idx - 1]
     day = cal.trading_day(instant)
     if found.day == day or found.day == cal.previous_trading_day(day):
         return found.value
@@ -211,7 +241,7 @@ def _add_report(state: AccountState, rep: EquityReport) -> AccountState:
     while idx > 0 and reports[idx - 1].at > rep.at:
         idx -= 1
     reports.insert(idx, rep)
-    return replace(state, equity=tuple(reports))
+    return _evolve(state, equity=tuple(reports))
 
 
 def _digest(msg: TradeClosed) -> str:
@@ -255,8 +285,14 @@ def recompute_current(state: AccountState) -> AccountState:
 def gate_tally(state: AccountState) -> Tally:
     """The tally over closed sessions only (R-3.5), with the last closed session finished."""
     open_day = state.current_day
-    closed = [t for t in state.recent if open_day is None or t.day < open_day]
-    return fold(state.settled, closed, ctx_of(state)).finish_day(state.window)
+    recent = state.recent
+    # `recent` is in trade order, so the closed sessions' trades are a prefix of it.
+    k = len(recent) if open_day is None else bisect_left(recent, open_day, key=_TRADE_DAY)
+    if k == len(recent):
+        # Every trade is in a closed session (the usual case at a session close): `current`
+        # is already that fold, since it always equals fold(settled, recent).
+        return state.current.finish_day(state.window)
+    return fold(state.settled, recent[:k], ctx_of(state)).finish_day(state.window)
 
 
 def gate_inputs(state: AccountState) -> GateInputs:
@@ -544,8 +580,8 @@ def cutoff_day(state: AccountState, policy: Policy, cal: Calendar) -> date | Non
     """R-10.3: trades closed before this trading day's open are too late."""
     if state.high_water is None:
         return None
-    return cal.add_trading_days(cal.trading_day(state.high_water[0]),
-                                -policy.delivery.too_late_trading_days)
+    return _trading_days_before(cal, cal.trading_day(state.high_water[0]),
+                                policy.delivery.too_late_trading_days)
 
 
 def settle(state: AccountState, policy: Policy, cal: Calendar) -> AccountState:
@@ -591,17 +627,17 @@ def _validate_trade(state: AccountState, msg: TradeClosed, policy: Policy, cal: 
 
 def apply_trade(state: AccountState, ledger: LedgerView, msg: TradeClosed, policy: Policy,
                 now: datetime, cause: str) -> Decision:
-    cal = Calendar(policy.calendar)
+    cal = calendar_of(policy.calendar)
     problem = _validate_trade(state, msg, policy, cal, now)
     if problem is not None:
         return Decision(state, "dead_letter", dead_letter=problem)
     digest = _digest(msg)
-    for seen in state.recent:
-        if seen.trade_id == msg.trade_id:
-            if seen.digest == digest:
-                return Decision(state, "duplicate")
-            return dead(state, "conflicting_duplicate",
-                        f"trade {msg.trade_id} was already applied with other content")
+    if msg.trade_id in map(_TRADE_ID, state.recent):  # C-level scan: no repeat is the norm
+        seen = next(t for t in state.recent if t.trade_id == msg.trade_id)
+        if seen.digest == digest:
+            return Decision(state, "duplicate")
+        return dead(state, "conflicting_duplicate",
+                    f"trade {msg.trade_id} was already applied with other content")
     out = _Out()
     trade = Trade(trade_id=msg.trade_id, closed_at=msg.closed_at, opened_at=msg.opened_at,
                   pnl=msg.pnl, kind=msg.kind, live=msg.mode == "live",
@@ -631,7 +667,7 @@ def apply_trade(state: AccountState, ledger: LedgerView, msg: TradeClosed, polic
         out.consumed.append(msg.entry_decision_id)
     state = refresh_size(state, policy, cal, trade.closed_at, out, cause)
     state = settle(state, policy, cal)
-    return out.decision(_bump(state, now))
+    return out.decision(_bump(state, now, cal))
 
 
 def _insert_trade(state: AccountState, trade: Trade) -> AccountState:
@@ -639,7 +675,7 @@ def _insert_trade(state: AccountState, trade: Trade) -> AccountState:
     hw = key if state.high_water is None or key > state.high_water else state.high_water
     if state.current.last_key is None or key > state.current.last_key:
         # the fast path: a trade after every trade applied extends the tally
-        return replace(state, recent=(*state.recent, trade),
+        return _evolve(state, recent=(*state.recent, trade),
                        current=state.current.step(trade, ctx_of(state)), high_water=hw)
     recent = list(state.recent)
     idx = len(recent)
@@ -664,13 +700,17 @@ def _amend(state: AccountState, day: date, cal: Calendar, out: _Out) -> AccountS
 def _triggers(state: AccountState, trade: Trade, policy: Policy, cal: Calendar) -> list[Trigger]:
     d = policy.downgrade
     cur = state.current
-    wins, n = cur.trigger_outcomes(d.rolling_window)
-    day_net = sum((t.pnl for t in state.recent if t.day == trade.day and state.in_epoch(t)),
-                  Decimal(0))
+    # R-11.1: a larger window applies from the next epoch; until then the epoch's own window does
+    window = min(d.rolling_window, state.window.triggers)
+    wins, n = cur.trigger_outcomes(window)
+    # `recent` is in trade order, so its days are sorted: bisect to the trade's day.
+    lo = bisect_left(state.recent, trade.day, key=_TRADE_DAY)
+    hi = bisect_right(state.recent, trade.day, lo=lo, key=_TRADE_DAY)
+    day_net = sum((t.pnl for t in state.recent[lo:hi] if state.in_epoch(t)), Decimal(0))
     base_at = max(cal.session_open(trade.day), state.epoch_start)
     fired = [
         consecutive_losses(cur.loss_streak, d.max_consecutive_losses),
-        rolling_win_rate(wins, n, cur.triggers, d.rolling_window, d.min_rolling_win_rate),
+        rolling_win_rate(wins, n, cur.triggers, window, d.min_rolling_win_rate),
         daily_loss(state.phase, day_net, equity_at(state, base_at, cal), d.max_daily_loss),
     ]
     return [f for f in fired if f is not None]
@@ -703,8 +743,24 @@ def _check_authorized(state: AccountState, msg: TradeClosed, trade: Trade, ledge
     return state
 
 
-def _bump(state: AccountState, now: datetime) -> AccountState:
-    return replace(state, version=state.version + 1, updated_at=now)
+def _bump(state: AccountState, now: datetime, cal: Calendar) -> AccountState:
+    state = sync_open_session(state, now, cal)
+    return _evolve(state, version=state.version + 1, updated_at=now)
+
+
+def sync_open_session(state: AccountState, now: datetime, cal: Calendar) -> AccountState:
+    """A change made before the open session's open is the state that session opens in.
+
+    The phases during a day (R-2.7) and whether the breaker was tripped at its open (R-3.5) are
+    first written when the previous session closes; a transition, trip or acknowledge processed
+    after that close but before the next open replaces them instead of adding to them.
+    """
+    day = state.current_day
+    if day is None or account_now(state, now) >= cal.session_open(day):
+        return state
+    meta = _meta(state, day)
+    fresh = replace(meta, phases=(state.phase,), tripped_at_open=state.halted)
+    return state if fresh == meta else _put_meta(state, fresh)
 
 
 # -- session_ended ---------------------------------------------------------------------------------
@@ -712,7 +768,8 @@ def _bump(state: AccountState, now: datetime) -> AccountState:
 
 def apply_session_ended(state: AccountState, ledger: LedgerView, msg: SessionEnded,
                         policy: Policy, now: datetime, cause: str) -> Decision:
-    cal = Calendar(policy.calendar)
+    cal = calendar_of(policy.calendar)
+    original = state
     day = msg.trading_day
     if not cal.is_trading_day(day):
         return dead(state, "not_a_trading_day", f"{day} is not a trading day")
@@ -732,21 +789,20 @@ def apply_session_ended(state: AccountState, ledger: LedgerView, msg: SessionEnd
         # R-10.3: a later session_ended amends only the end equity.
         meta = state.session(day)
         if meta is None or msg.equity is None or meta.end_equity == msg.equity:
-            return Decision(state, "duplicate") if msg.equity is None or meta is None \
-                else out.decision(_bump(state, now))
+            return Decision(original, "duplicate")  # nothing to amend: changes nothing
         state = _put_meta(state, replace(meta, end_equity=msg.equity, amended=True))
         record = session_record(state, day, cal)
         out.record("session_amended", record)
         out.emit("session_amended", msg.ended_at, day, record)
         state = refresh_size(state, policy, cal, msg.ended_at, out, cause)
-        return out.decision(_bump(state, now))
+        return out.decision(_bump(state, now, cal))
     if day > state.current_day:
         state = close_through(state, cal.previous_trading_day(day), now=now, ledger=ledger,
                               policy=policy, cal=cal, out=out, cause=cause)
     state = close_session(state, day, implicit=False, at=msg.ended_at, now=now, ledger=ledger,
                           policy=policy, cal=cal, out=out, cause=cause, end_equity=msg.equity)
     state = refresh_size(state, policy, cal, msg.ended_at, out, cause)
-    return out.decision(_bump(state, now))
+    return out.decision(_bump(state, now, cal))
 
 
 def apply_sweep(state: AccountState, ledger: LedgerView, policy: Policy, now: datetime,
@@ -754,7 +810,7 @@ def apply_sweep(state: AccountState, ledger: LedgerView, policy: Policy, now: da
     """R-10.5: close sessions whose end + grace has passed by the worker clock."""
     if state.clock == "message" or state.current_day is None:
         return Decision(state, "noop")
-    cal = Calendar(policy.calendar)
+    cal = calendar_of(policy.calendar)
     grace = timedelta(seconds=policy.delivery.session_close_grace_seconds)
     last: date | None = None
     day = state.current_day
@@ -767,7 +823,7 @@ def apply_sweep(state: AccountState, ledger: LedgerView, policy: Policy, now: da
     state = close_through(state, last, now=now, ledger=ledger,
                           policy=policy, cal=cal, out=out, cause=cause)
     state = refresh_size(state, policy, cal, now, out, cause)
-    return out.decision(_bump(state, now))
+    return out.decision(_bump(state, now, cal))
 
 
 def decide(state: AccountState, ledger: LedgerView, message: Message, policy: Policy,
