@@ -381,6 +381,213 @@ def deadletter_discard_cmd(shard: int, entry_id: str, operator: OperatorOpt = "o
     _deadletter_action("deadletter_discard", shard, entry_id, operator, timeout, as_json)
 
 
+# -- signed actions (R-7.2 .. R-7.7a) ------------------------------------------------------------
+
+override_app = typer.Typer(no_args_is_help=True, help="Signed overrides: force-advance, "
+                                                      "rollback, reset-epoch, clear-reduction.")
+policy_app = typer.Typer(no_args_is_help=True, help="Show, validate or apply the policy.")
+phasectl.add_typer(override_app, name="override")
+phasectl.add_typer(policy_app, name="policy")
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (audited, <= 500 characters).")]
+StdinOpt = Annotated[bool, typer.Option("--password-stdin",
+                                        help="Read the override password from stdin.")]
+
+
+def read_password(from_stdin: bool) -> str:
+    """The override password: stdin or a no-echo prompt, never argv (R-7.13)."""
+    import getpass
+
+    if from_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            fail("no password on stdin")
+        return line
+    if not sys.stdin.isatty():
+        fail("no terminal for the password prompt: use --password-stdin")
+    return getpass.getpass("override password: ")
+
+
+def signed_request(client: redis.Redis, keys: Keys, *, action: str, operator: str,
+                   reason: str, password: str, account: str | None,
+                   target: str | None = None, policy_json: str | None = None,
+                   expected_policy_version: str | None = None) -> dict[str, Any]:
+    """Build and sign a request with the deployment's KDF parameters and Redis's clock."""
+    from worker.ops.keyring import load_kdf
+    from worker.ops.signing import derive_key, new_request, sign
+    from worker.store.runtime import redis_now
+
+    try:
+        params = load_kdf(client, keys)
+    except ValueError as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    expected = None
+    if account is not None:
+        k = keys.shard(account)
+        phase = client.hget(keys.state(k, account), "phase")
+        if phase is None:
+            fail(f"unknown account {account!r}", EXIT_REFUSED)
+        expected = _s(phase)
+    fields = new_request(deployment_id=params.deployment_id, action=action,
+                         operator_id=operator, reason=reason, account_id=account,
+                         expected_phase=expected, target_phase=target,
+                         now=redis_now(client.time()), policy=policy_json,
+                         expected_policy_version=expected_policy_version)
+    return sign(fields, derive_key(password, params))
+
+
+def run_signed(action: str, account: str | None, operator: str, reason: str,
+               from_stdin: bool, timeout: float, as_json: bool, *, target: str | None = None,
+               policy_json: str | None = None, expected_version: str | None = None) -> None:
+    if not reason.strip():
+        fail("--reason must say why")
+    password = read_password(from_stdin)
+    with ops_client() as (client, keys, _cfg):
+        request = signed_request(client, keys, action=action, operator=operator, reason=reason,
+                                 password=password, account=account, target=target,
+                                 policy_json=policy_json,
+                                 expected_policy_version=expected_version)
+        del password
+        from worker.ops.signing import parse_ts
+        from worker.store.runtime import redis_now
+
+        ttl = int((parse_ts(request["expires_at"]) - redis_now(client.time())).total_seconds())
+        result = run_job(client, action, request, timeout, ttl=max(ttl, 1))
+    finish_outcome(result, as_json)
+
+
+@phasectl.command("acknowledge")
+def acknowledge_cmd(account: AccountArg, operator: OperatorOpt, reason: ReasonOpt,
+                    password_stdin: StdinOpt = False, timeout: TimeoutOpt = 60.0,
+                    as_json: JsonOpt = False) -> None:
+    """Clear ACCOUNT's circuit breaker (signed, R-7.2). Alias: ack."""
+    run_signed("acknowledge", account, operator, reason, password_stdin, timeout, as_json)
+
+
+@phasectl.command("ack", hidden=True)
+def ack_cmd(account: AccountArg, operator: OperatorOpt, reason: ReasonOpt,
+            password_stdin: StdinOpt = False, timeout: TimeoutOpt = 60.0,
+            as_json: JsonOpt = False) -> None:
+    """Alias of acknowledge."""
+    run_signed("acknowledge", account, operator, reason, password_stdin, timeout, as_json)
+
+
+PhaseOpt = Annotated[str, typer.Option("--to", help="Target phase: experience, proof, trial, "
+                                                    "scaling.")]
+
+
+def _phase(value: str) -> str:
+    if value not in ("experience", "proof", "trial", "scaling"):
+        fail(f"--to {value!r} is not a phase (experience, proof, trial, scaling)")
+    return value
+
+
+@override_app.command("force-advance")
+def force_advance_cmd(account: AccountArg, to: PhaseOpt, operator: OperatorOpt,
+                      reason: ReasonOpt, password_stdin: StdinOpt = False,
+                      timeout: TimeoutOpt = 60.0, as_json: JsonOpt = False) -> None:
+    """One phase up without the gate (R-7.3); an override incident."""
+    run_signed("force_advance", account, operator, reason, password_stdin, timeout, as_json,
+               target=_phase(to))
+
+
+@override_app.command("rollback")
+def rollback_cmd(account: AccountArg, to: PhaseOpt, operator: OperatorOpt, reason: ReasonOpt,
+                 password_stdin: StdinOpt = False, timeout: TimeoutOpt = 60.0,
+                 as_json: JsonOpt = False) -> None:
+    """Move ACCOUNT down to a named lower phase (R-7.4)."""
+    run_signed("rollback", account, operator, reason, password_stdin, timeout, as_json,
+               target=_phase(to))
+
+
+@override_app.command("reset-epoch")
+def reset_epoch_cmd(account: AccountArg, operator: OperatorOpt, reason: ReasonOpt,
+                    password_stdin: StdinOpt = False, timeout: TimeoutOpt = 60.0,
+                    as_json: JsonOpt = False) -> None:
+    """Restart the epoch's counters and windows (R-7.5); an override incident."""
+    run_signed("reset_epoch", account, operator, reason, password_stdin, timeout, as_json)
+
+
+@override_app.command("clear-reduction")
+def clear_reduction_cmd(account: AccountArg, operator: OperatorOpt, reason: ReasonOpt,
+                        password_stdin: StdinOpt = False, timeout: TimeoutOpt = 60.0,
+                        as_json: JsonOpt = False) -> None:
+    """Remove the size reduction left by a downgrade (R-7.6)."""
+    run_signed("clear_reduction", account, operator, reason, password_stdin, timeout, as_json)
+
+
+def _load_policy_file(path: Path) -> Any:
+    from worker.domain.policy import PolicyError, load_policy_toml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    try:
+        return load_policy_toml(text)
+    except PolicyError as exc:
+        fail(f"{path}: {exc}")
+
+
+@policy_app.command("show")
+def policy_show_cmd(as_json: JsonOpt = False) -> None:
+    """The effective policy and its version."""
+    from worker.store.runtime import fetch_policy
+
+    with ops_client() as (client, keys, _cfg):
+        policy = fetch_policy(client, keys)
+    data = {"version": policy.version, "policy": json.loads(policy.canonical_json())}
+    emit(data, as_json, lambda: out.print_json(json.dumps(data)))
+
+
+@policy_app.command("validate")
+def policy_validate_cmd(file: Path, as_json: JsonOpt = False) -> None:
+    """Check a policy TOML file; every bad field is named."""
+    policy = _load_policy_file(file)
+    data = {"valid": True, "version": policy.version}
+    emit(data, as_json, lambda: out.print(f"[green]valid[/]  version {policy.version}"))
+
+
+@policy_app.command("apply")
+def policy_apply_cmd(file: Path, operator: OperatorOpt, reason: ReasonOpt,
+                     password_stdin: StdinOpt = False, timeout: TimeoutOpt = 60.0,
+                     as_json: JsonOpt = False) -> None:
+    """Install a new policy (signed, R-7.7a); refused if the policy changed meanwhile."""
+    from worker.store.runtime import fetch_policy
+
+    policy = _load_policy_file(file)
+    with ops_client() as (client, keys, _cfg):
+        current = fetch_policy(client, keys).version
+    run_signed("policy_apply", None, operator, reason, password_stdin, timeout, as_json,
+               policy_json=policy.canonical_json(), expected_version=current)
+
+
+@phasectl.command("events")
+def events_cmd(follow: Annotated[bool, typer.Option("--follow", "-f",
+                                                    help="Keep following.")] = False,
+               account: Annotated[str | None, typer.Option(help="Only this account.")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Every shard's events, oldest first (with --follow: then new ones as they come)."""
+    from contracts.client import PhaseguardClient
+
+    with ops_client() as (client, keys, _cfg):
+        bot = PhaseguardClient(client, keys.prefix)
+        stream = bot.subscribe(start="beginning", block_ms=1000,
+                               max_idle=None if follow else 1)
+        try:
+            for entry_id, ev in stream:
+                if account and ev.account_id != account:
+                    continue
+                if as_json:
+                    out.print_json(ev.model_dump_json())
+                else:
+                    out.print(f"{entry_id}  {ev.occurred_at.isoformat()}  "
+                              f"[bold]{ev.type}[/]  {ev.account_id or '-'}  "
+                              f"{json.dumps(ev.payload, default=str)[:120]}")
+        except KeyboardInterrupt:
+            return
+
+
 def _s(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -407,8 +614,13 @@ def _prepare_deployment(cfg: Settings, client: redis.Redis, shards: int) -> tupl
     keys = init_meta(client, cfg.key_prefix, shards)
     if install_policy(client, keys, policy):
         log.info("policy_installed", version=policy.version)
+    from worker.ops.keyring import ensure_kdf
+    from worker.ops.signing import check_password
     from worker.store.runtime import fetch_policy, redis_now
 
+    ensure_kdf(client, keys)  # R-7.9: public parameters, stored once
+    if cfg.override_password is not None:
+        check_password(cfg.override_password.get_secret_value())
     effective = fetch_policy(client, keys)
     status = Calendar(effective.calendar).holidays_status(redis_now(client.time()).date())
     if status == "expired":
@@ -490,7 +702,16 @@ def ops_worker_main() -> int:
         cfg = Settings()
         configure_logging(cfg.log_format)
         client = redis.Redis.from_url(redis_url_for(cfg, "worker"), health_check_interval=30)
-        _prepare_deployment(cfg, client, DEFAULT_SHARDS)
+        keys, _policy = _prepare_deployment(cfg, client, DEFAULT_SHARDS)
+        from worker.ops import keyring
+
+        if cfg.override_password is not None:
+            # derived once, before any job runs; forked work horses inherit it (R-7.9)
+            keyring.install(cfg.override_password.get_secret_value(),
+                            keyring.ensure_kdf(client, keys))
+        else:
+            _log().warning("overrides_not_configured",
+                           detail="PHASE_OVERRIDE_PASSWORD unset: signed actions are refused")
     except (SettingsError, DeploymentError, ValueError, redis.RedisError) as exc:
         print(f"phase-ops-worker: {_first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

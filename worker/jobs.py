@@ -291,3 +291,50 @@ def deadletter_discard(request: JSONDict, *, client: redis.Redis | None = None,
                        prefix: str | None = None) -> JSONDict:
     """Discard one dead letter (audited)."""
     return _deadletter_job(request, False, client, prefix)
+
+
+# -- signed actions (R-7.2 .. R-7.7a): the request is the job's only argument ---------------------
+
+
+def _signed(action: str, request: JSONDict, client: redis.Redis | None,
+            prefix: str | None) -> JSONDict:
+    from worker.ops.service import policy_effect, run_job
+
+    effect = policy_effect if action == "policy_apply" else None
+    return run_job(request, action, client=client, prefix=prefix, effect_for=effect)
+
+
+def acknowledge(request: JSONDict, *, client: redis.Redis | None = None,
+                prefix: str | None = None) -> JSONDict:
+    """Clear the circuit breaker (R-7.2); `noop` when it is not tripped."""
+    return _signed("acknowledge", request, client, prefix)
+
+
+def force_advance(request: JSONDict, *, client: redis.Redis | None = None,
+                  prefix: str | None = None) -> JSONDict:
+    """One phase up without the gate (R-7.3); records the bypassed evaluation."""
+    return _signed("force_advance", request, client, prefix)
+
+
+def rollback(request: JSONDict, *, client: redis.Redis | None = None,
+             prefix: str | None = None) -> JSONDict:
+    """To a named lower phase (R-7.4)."""
+    return _signed("rollback", request, client, prefix)
+
+
+def reset_epoch(request: JSONDict, *, client: redis.Redis | None = None,
+                prefix: str | None = None) -> JSONDict:
+    """Restart the epoch's counters and windows (R-7.5); an override incident."""
+    return _signed("reset_epoch", request, client, prefix)
+
+
+def clear_reduction(request: JSONDict, *, client: redis.Redis | None = None,
+                    prefix: str | None = None) -> JSONDict:
+    """Remove the size reduction (R-7.6)."""
+    return _signed("clear_reduction", request, client, prefix)
+
+
+def policy_apply(request: JSONDict, *, client: redis.Redis | None = None,
+                 prefix: str | None = None) -> JSONDict:
+    """Validate and install a new policy (R-7.7a); audited on shard 0."""
+    return _signed("policy_apply", request, client, prefix)

@@ -8,16 +8,22 @@ version fails loudly (StateCodecError) — a state is never silently reinterpret
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from worker.domain.metrics import Outcomes, SessionAgg, Tally, Window
 from worker.domain.model import AccountState, EquityReport, Kind, SessionMeta, Trade
 
-CODEC_VERSION = 1
+CODEC_VERSION = 2
 _KINDS: tuple[Kind, ...] = ("regular", "emergency_exit", "manual")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+# Trades as JSON strings by object identity (see _enc_trades): id(trade) -> (trade, the trade
+# before it, its JSON text). Entries hold strong references, so an id is never reused while it is
+# a key. Cleared whole when full: a miss only costs a re-encode.
+_TRADE_CACHE: dict[int, tuple[Trade, Trade | None, str]] = {}
+_TRADE_CACHE_MAX = 1 << 15
 
 
 class StateCodecError(ValueError):
@@ -27,24 +33,21 @@ class StateCodecError(ValueError):
 # -- scalars -----------------------------------------------------------------------------------
 
 
+def _us(v: datetime) -> int:
+    """An instant as integer microseconds since the Unix epoch (decoded in UTC)."""
+    return (v - _EPOCH) // _US
+
+
 def _t(v: datetime | None) -> int | None:
-    if v is None:
-        return None
-    delta = v - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return None if v is None else (v - _EPOCH) // _US
 
 
 def _dt(v: int | None) -> datetime | None:
-    if v is None:
-        return None
-    return datetime.fromtimestamp(v // 1_000_000, tz=UTC).replace(microsecond=v % 1_000_000)
+    return None if v is None else _EPOCH + _US * v
 
 
 def _dt_req(v: int) -> datetime:
-    out = _dt(v)
-    if out is None:
-        raise StateCodecError("a required instant is missing")
-    return out
+    return _EPOCH + _US * v
 
 
 def _d(v: Decimal | None) -> str | None:
@@ -63,17 +66,118 @@ def _date(v: int | None) -> date | None:
     return None if v is None else date.fromordinal(v)
 
 
+def _zc(v: int) -> str:
+    """An integer with its trailing zeros written as an exponent: 1800000000 -> "18e8"."""
+    text = str(v)
+    short = text.rstrip("0")
+    zeros = len(text) - len(short)
+    return f"{short}e{zeros}" if zeros > 1 else text
+
+
+def _unzc(text: str) -> int:
+    mantissa, _, zeros = text.partition("e")
+    return int(mantissa) * 10 ** int(zeros) if zeros else int(mantissa)
+
+
+# -- trades ------------------------------------------------------------------------------------
+# A trade is one string, "day,closed,opened,pnl,flags,equity,digest,trade_id": the day (ordinal)
+# and closed_at (microseconds) as deltas from the trade before it, opened_at as microseconds
+# before closed_at, flags = kind index * 2 + live, empty for None. The trade id goes last and is
+# split off whole, so it may hold any character. Inside the horizon this is what keeps the
+# state under 16 KiB (SPEC R-10.3 bounds the horizon, the property tests the size).
+
+
+def _enc_trade(t: Trade, prev: Trade | None) -> str:
+    closed = _us(t.closed_at)
+    base_us, base_day = (0, 0) if prev is None else (_us(prev.closed_at), prev.day.toordinal())
+    opened = "" if t.opened_at is None else _zc(closed - _us(t.opened_at))
+    equity = "" if t.equity_after is None else str(t.equity_after)
+    return (f"{t.day.toordinal() - base_day},{_zc(closed - base_us)},{opened},{t.pnl},"
+            f"{_KINDS.index(t.kind) * 2 + t.live},{equity},{t.digest},{t.trade_id}")
+
+
+def _enc_trades(trades: tuple[Trade, ...]) -> str:
+    """The trades as a JSON array, reusing the text of a trade already encoded after the same
+    predecessor.
+
+    States are persistent values: a new state shares all but its newest Trade objects with the
+    one before it (and a decoded state's trades are cached as they are read), so a commit
+    encodes only the trades that are new to this process.
+    """
+    cache = _TRADE_CACHE
+    if len(cache) > _TRADE_CACHE_MAX:
+        cache.clear()
+    out: list[str] = []
+    prev: Trade | None = None
+    for t in trades:
+        hit = cache.get(id(t))
+        if hit is not None and hit[0] is t and hit[1] is prev:
+            out.append(hit[2])
+        else:
+            text = json.dumps(_enc_trade(t, prev))
+            cache[id(t)] = (t, prev, text)
+            out.append(text)
+        prev = t
+    return f"[{','.join(out)}]"
+
+
+def _dec_trades(items: list[str]) -> tuple[Trade, ...]:
+    out: list[Trade] = []
+    cache = _TRADE_CACHE
+    if len(cache) > _TRADE_CACHE_MAX:
+        cache.clear()
+    ordinal = 0
+    day = date.min
+    closed = _EPOCH
+    prev: Trade | None = None
+    for text in items:
+        d_day, d_closed, opened, pnl, flags, equity, digest, trade_id = text.split(",", 7)
+        if d_day != "0" or prev is None:
+            ordinal += int(d_day)
+            day = date.fromordinal(ordinal)
+        closed = closed + _US * _unzc(d_closed)
+        f = int(flags)
+        t = Trade(trade_id, closed, closed - _US * _unzc(opened) if opened else None,
+                  Decimal(pnl), _KINDS[f >> 1], bool(f & 1),
+                  Decimal(equity) if equity else None, day, digest)
+        cache[id(t)] = (t, prev, json.dumps(text))
+        out.append(t)
+        prev = t
+    return tuple(out)
+
+
+def _enc_equity(reports: tuple[EquityReport, ...], trades: tuple[Trade, ...]) -> list[Any]:
+    """A report that a trade in the horizon made (its equity_after) is written as that trade's
+    index; any other report as [at, day, value]. Both are decoded to equal values."""
+    by_at = {id(t.closed_at): i for i, t in enumerate(trades) if t.equity_after is not None}
+    out: list[Any] = []
+    for r in reports:
+        i = by_at.get(id(r.at))
+        if i is not None:
+            t = trades[i]
+            # identity, not equality: Decimal("5") == Decimal("5.00") but prints differently
+            if t.closed_at is r.at and t.equity_after is r.value and t.day == r.day:
+                out.append(i)
+                continue
+        out.append([_t(r.at), r.day.toordinal(), str(r.value)])
+    return out
+
+
+def _dec_equity(items: list[Any], trades: tuple[Trade, ...]) -> tuple[EquityReport, ...]:
+    out: list[EquityReport] = []
+    for item in items:
+        if type(item) is int:
+            t = trades[item]
+            if item < 0 or t.equity_after is None:
+                raise StateCodecError(f"equity report {item} names no trade with equity")
+            out.append(EquityReport(t.closed_at, t.day, t.equity_after))
+        else:
+            out.append(EquityReport(_dt_req(item[0]), date.fromordinal(item[1]),
+                                    Decimal(item[2])))
+    return tuple(out)
+
+
 # -- composites --------------------------------------------------------------------------------
-
-
-def _enc_trade(t: Trade) -> list[Any]:
-    return [t.trade_id, _t(t.closed_at), _t(t.opened_at), str(t.pnl), _KINDS.index(t.kind),
-            int(t.live), _d(t.equity_after), t.day.toordinal(), t.digest]
-
-
-def _dec_trade(v: list[Any]) -> Trade:
-    return Trade(v[0], _dt_req(v[1]), _dt(v[2]), Decimal(v[3]), _KINDS[v[4]], bool(v[5]),
-                 _dec(v[6]), date.fromordinal(v[7]), v[8])
 
 
 def _enc_out(o: Outcomes) -> list[Any]:
@@ -84,14 +188,36 @@ def _dec_out(v: list[Any]) -> Outcomes:
     return Outcomes(v[0], v[1], v[2], Decimal(v[3]), Decimal(v[4]))
 
 
+def _enc_decimals(values: tuple[Decimal, ...]) -> str:
+    return ",".join(map(str, values))
+
+
+def _dec_decimals(text: str) -> tuple[Decimal, ...]:
+    return tuple(map(Decimal, text.split(","))) if text else ()
+
+
+def _enc_sessions(window: tuple[SessionAgg, ...]) -> str:
+    return ";".join(f"{a.day.toordinal()},{o.n},{o.wins},{o.losses},{o.win_sum},{o.loss_sum}"
+                    for a in window for o in (a.outcomes,))
+
+
+def _dec_sessions(text: str) -> tuple[SessionAgg, ...]:
+    out: list[SessionAgg] = []
+    for item in text.split(";") if text else ():
+        day, n, wins, losses, win_sum, loss_sum = item.split(",")
+        out.append(SessionAgg(date.fromordinal(int(day)),
+                              Outcomes(int(n), int(wins), int(losses), Decimal(win_sum),
+                                       Decimal(loss_sum))))
+    return tuple(out)
+
+
 def _enc_tally(t: Tally) -> list[Any]:
     return [
         None if t.last_key is None else [_t(t.last_key[0]), t.last_key[1]],
         t.trades, str(t.pnl), t.epoch_trades, t.non_regular, t.counted,
-        [str(p) for p in t.counted_window], t.sessions_counted,
-        [[a.day.toordinal(), *_enc_out(a.outcomes)] for a in t.session_window],
+        _enc_decimals(t.counted_window), t.sessions_counted, _enc_sessions(t.session_window),
         _day(t.day), _enc_out(t.day_outcomes), t.loss_streak, t.win_streak, t.triggers,
-        "".join("1" if w else "0" for w in t.trigger_window),
+        "".join(["1" if w else "0" for w in t.trigger_window]),
         str(t.dd_pnl), _d(t.dd_peak), str(t.dd_drop), str(t.dd_base),
     ]
 
@@ -100,10 +226,10 @@ def _dec_tally(v: list[Any]) -> Tally:
     return Tally(
         last_key=None if v[0] is None else (_dt_req(v[0][0]), v[0][1]),
         trades=v[1], pnl=Decimal(v[2]), epoch_trades=v[3], non_regular=v[4], counted=v[5],
-        counted_window=tuple(Decimal(p) for p in v[6]), sessions_counted=v[7],
-        session_window=tuple(SessionAgg(date.fromordinal(a[0]), _dec_out(a[1:])) for a in v[8]),
+        counted_window=_dec_decimals(v[6]), sessions_counted=v[7],
+        session_window=_dec_sessions(v[8]),
         day=_date(v[9]), day_outcomes=_dec_out(v[10]), loss_streak=v[11], win_streak=v[12],
-        triggers=v[13], trigger_window=tuple(c == "1" for c in v[14]), dd_pnl=Decimal(v[15]),
+        triggers=v[13], trigger_window=tuple([c == "1" for c in v[14]]), dd_pnl=Decimal(v[15]),
         dd_peak=_dec(v[16]), dd_drop=Decimal(v[17]), dd_base=Decimal(v[18]),
     )
 
@@ -148,14 +274,14 @@ def encode_state(s: AccountState) -> dict[str, str]:
         None if s.high_water is None else [_t(s.high_water[0]), s.high_water[1]],
         _day(s.current_day), s.closed_days, int(s.proof_entry_seen), s.no_entry_run,
         s.longest_no_entry_run, int(s.session_bonus), _enc_tally(s.settled),
-        _enc_tally(s.current), [_enc_trade(t) for t in s.recent],
-        [_enc_meta(m) for m in s.sessions],
-        [[_t(r.at), r.day.toordinal(), str(r.value)] for r in s.equity],
-        _d(s.epoch_start_equity), _t(s.clock_at),
+        _enc_tally(s.current), [_enc_meta(m) for m in s.sessions],
+        _enc_equity(s.equity, s.recent), _d(s.epoch_start_equity), _t(s.clock_at),
         [s.window.trades, s.window.sessions, s.window.triggers],
     ]
     fields = public_fields(s)
-    fields["core"] = json.dumps(core, separators=(",", ":"))
+    # The trades, by far the largest part, go last as ready-made JSON (see _enc_trades).
+    head = json.dumps(core, separators=(",", ":"))
+    fields["core"] = f"{head[:-1]},{_enc_trades(s.recent)}]"
     return fields
 
 
@@ -169,6 +295,7 @@ def decode_state(fields: dict[str, str]) -> AccountState:
             version = v[0] if isinstance(v, list) and v else None
             raise StateCodecError(f"state codec version {version!r} is not {CODEC_VERSION}: "
                                   "upgrade the worker or migrate the state")
+        recent = _dec_trades(v[33])
         return AccountState(
             account_id=v[1], clock=v[2], currency=v[3], phase=v[4], version=v[5],
             updated_at=_dt_req(v[6]), tenure_start=_dt_req(v[7]), epoch_start=_dt_req(v[8]),
@@ -180,12 +307,10 @@ def decode_state(fields: dict[str, str]) -> AccountState:
             current_day=_date(v[20]), closed_days=v[21], proof_entry_seen=bool(v[22]),
             no_entry_run=v[23], longest_no_entry_run=v[24], session_bonus=bool(v[25]),
             settled=_dec_tally(v[26]), current=_dec_tally(v[27]),
-            recent=tuple(_dec_trade(t) for t in v[28]),
-            sessions=tuple(_dec_meta(m) for m in v[29]),
-            equity=tuple(EquityReport(_dt_req(r[0]), date.fromordinal(r[1]), Decimal(r[2]))
-                         for r in v[30]),
-            epoch_start_equity=_dec(v[31]), clock_at=_dt(v[32]),
-            window=Window(v[33][0], v[33][1], v[33][2]),
+            recent=recent, sessions=tuple(_dec_meta(m) for m in v[28]),
+            equity=_dec_equity(v[29], recent),
+            epoch_start_equity=_dec(v[30]), clock_at=_dt(v[31]),
+            window=Window(v[32][0], v[32][1], v[32][2]),
         )
     except StateCodecError:
         raise

@@ -44,6 +44,28 @@ class Keys:
     def ops_kdf(self) -> str:  # hash: override KDF parameters (not secret, R-7.9)
         return wire.ops_kdf(self.prefix)
 
+    # -- override protection; operator ids are validated before use ----------
+    def ops_fails(self, operator: str) -> str:  # zset: failed signature checks, 15 min window
+        return f"{self.prefix}:ops:fails:{operator}"
+
+    @property
+    def ops_fails_all(self) -> str:  # zset: every failed signature check, 15 min window
+        return f"{self.prefix}:ops:fails"
+
+    def ops_lock(self, operator: str) -> str:  # string with PX: the operator is locked out
+        return f"{self.prefix}:ops:lock:{operator}"
+
+    @property
+    def ops_throttle(self) -> str:  # string with PX: brute force suspected, checks throttled
+        return f"{self.prefix}:ops:throttle"
+
+    @property
+    def ops_throttle_slot(self) -> str:  # string with PX: one signature check per period
+        return f"{self.prefix}:ops:throttle:slot"
+
+    def ops_request(self, k: int, request_id: str) -> str:  # string: stored outcome
+        return f"{self.prefix}:{wire.shard_tag(k)}:ops:req:{request_id}"
+
     @property
     def workers(self) -> str:  # zset: live worker name -> heartbeat expiry (ms), for balancing
         return f"{self.prefix}:workers"
