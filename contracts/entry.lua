@@ -11,6 +11,8 @@ local account, mode, kind, request_id, position_id, at_arg =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- decision ids start with the Redis time in microseconds: TIME's microseconds are not padded
+local micros = string.format('%s%06d', t[1], tonumber(t[2]))
 
 local reg_raw = redis.call('HGET', KEYS[1], account)
 local reg = nil
@@ -50,7 +52,7 @@ end
 
 local function bare(res)
   -- an answer that writes nothing (no account to write for): still identified
-  res['decision_id'] = string.format('%s%s-n', t[1], t[2])
+  res['decision_id'] = string.format('%s-n', micros)
   res['request_id'] = request_id
   res['at'] = now
   res['trading_day'] = today or cjson.null
@@ -60,7 +62,7 @@ end
 local function finish(res, record)
   -- every answer gets an id; an allowed live entry is kept by it (R-4.8)
   local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
-  res['decision_id'] = string.format('%s%s-%d', t[1], t[2], seq)
+  res['decision_id'] = string.format('%s-%d', micros, seq)
   res['request_id'] = request_id
   res['at'] = now
   res['trading_day'] = today or cjson.null
@@ -87,7 +89,7 @@ end
 if kind == 'emergency_exit' then
   local res = answer(true, 'emergency_exit', nil, '0.00', nil, nil)
   local seq = reg and redis.call('HINCRBY', KEYS[3], 'seq', 1) or 0
-  res['decision_id'] = string.format('%s%s-x%d', t[1], t[2], seq)
+  res['decision_id'] = string.format('%s-x%d', micros, seq)
   res['request_id'] = request_id
   res['at'] = now
   res['trading_day'] = today or cjson.null
@@ -109,7 +111,11 @@ end
 local st = redis.call('HMGET', KEYS[2], 'phase', 'halted', 'degraded', 'position_size',
                       'equity', 'equity_day')
 local phase = st[1]
-if not phase or not today then return bare(answer(false, 'state_unavailable')) end
+-- a phase the worker never writes is an unreadable state, never a reason to allow (R-4.2)
+local PHASES = {experience = true, proof = true, trial = true, scaling = true}
+if not phase or not PHASES[phase] or not today then
+  return bare(answer(false, 'state_unavailable'))
+end
 
 -- R-4.8: a repeated request_id within the trading day returns the stored decision
 local stored = redis.call('HGET', KEYS[3], 'r:' .. today .. ':' .. request_id)

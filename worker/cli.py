@@ -32,7 +32,7 @@ EXIT_REFUSED = 3  # the deployment refused the action (outcome printed)
 EXIT_UNAVAILABLE = 4  # Redis or the ops worker cannot be reached in time
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per error, never wrapped at 80 columns
 
 
 class CliError(Exception):
@@ -618,10 +618,12 @@ def _prepare_deployment(cfg: Settings, client: redis.Redis, shards: int) -> tupl
     from worker.ops.signing import check_password
     from worker.store.runtime import fetch_policy, redis_now
 
-    ensure_kdf(client, keys)  # R-7.9: public parameters, stored once
-    if cfg.override_password is not None:
-        check_password(cfg.override_password.get_secret_value())
     effective = fetch_policy(client, keys)
+    # R-7.9: public parameters, stored once; a short password refuses the start
+    ensure_kdf(client, keys, effective.overrides.kdf_iterations)
+    if cfg.override_password is not None:
+        check_password(cfg.override_password.get_secret_value(),
+                       effective.overrides.min_password_length)
     status = Calendar(effective.calendar).holidays_status(redis_now(client.time()).date())
     if status == "expired":
         raise DeploymentError("the policy's holiday list has expired (holidays_valid_through): "
@@ -642,7 +644,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     """phase-worker / python -m worker: the inbox consumer."""
     import argparse
 
-    from worker.consumer import ShardConsumer
+    from worker.consumer import ShardConsumer, tune_gc
     from worker.logging import configure_logging
     from worker.store.runtime import DEFAULT_SHARDS, PolicyHolder
 
@@ -681,6 +683,7 @@ def worker_main(argv: list[str] | None = None) -> int:
                     time.sleep(3600)
 
         hook = park
+    tune_gc()
     consumer = ShardConsumer(client, keys, PolicyHolder(client, keys), lease_ms=args.lease_ms,
                              max_shards=args.max_shards, fault_hook=hook,
                              **({"name": args.name} if args.name else {}))
@@ -702,13 +705,14 @@ def ops_worker_main() -> int:
         cfg = Settings()
         configure_logging(cfg.log_format)
         client = redis.Redis.from_url(redis_url_for(cfg, "worker"), health_check_interval=30)
-        keys, _policy = _prepare_deployment(cfg, client, DEFAULT_SHARDS)
+        keys, policy = _prepare_deployment(cfg, client, DEFAULT_SHARDS)
         from worker.ops import keyring
 
         if cfg.override_password is not None:
             # derived once, before any job runs; forked work horses inherit it (R-7.9)
             keyring.install(cfg.override_password.get_secret_value(),
-                            keyring.ensure_kdf(client, keys))
+                            keyring.ensure_kdf(client, keys, policy.overrides.kdf_iterations),
+                            policy.overrides.min_password_length)
         else:
             _log().warning("overrides_not_configured",
                            detail="PHASE_OVERRIDE_PASSWORD unset: signed actions are refused")
@@ -746,3 +750,20 @@ def phasectl_main() -> None:
                   highlight=False, markup=False)
         raise SystemExit(1) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _register_extensions() -> None:
+    """Commands that live beside their feature modules register themselves here."""
+    import importlib
+
+    for module in ("worker.export_cli", "worker.replay.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(phasectl)
+
+
+_register_extensions()

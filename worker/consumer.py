@@ -7,12 +7,15 @@ the clock in one round trip), **decide** (the pure core, once per message, in in
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
 import uuid
+import weakref
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -26,20 +29,32 @@ from contracts.codec import decode_inbox
 from contracts.errors import InvalidMessage
 from contracts.messages import SessionEnded, TradeClosed
 from worker.domain.calendar import Calendar
-from worker.domain.decide import Decision, Emitted, Record, Sweep, decide
+from worker.domain.decide import (
+    Decision,
+    Emitted,
+    LedgerView,
+    Record,
+    Sweep,
+    account_now,
+    calendar_of,
+    decide,
+)
 from worker.domain.model import AccountState
 from worker.domain.policy import Policy
 from worker.store.codec import StateCodecError, decode_state
 from worker.store.keys import CONSUMER_GROUP, Keys, consumer_name
 from worker.store.ledger import cleanup_fields, read_ledger
-from worker.store.runtime import PolicyHolder, redis_now
+from worker.store.runtime import PolicyHolder, policy_for, redis_now
 from worker.store.uow import Contention, LeaseLost, Staging, dumps, transact
 
 log = structlog.get_logger("phaseguard.consumer")
 
-BATCH = 200  # entries per XREADGROUP per shard: one transaction each
+BATCH = 1000  # entries per XREADGROUP per shard: one transaction each (BENCHMARKS.md)
+PARALLEL = 4  # shards whose batches one worker processes at once, in threads (run_once)
+GC_THRESHOLDS = (50_000, 20, 10)  # gc.set_threshold of a worker process (tune_gc)
 LEASE_MS = 10_000  # lease expiry; renewed every LEASE_MS / 3
 SWEEP_EVERY_S = 30.0  # session-close sweep period (R-10.5)
+SWEEP_BUDGET = 500  # registry entries a round's sweep looks at, at most (more on small shards)
 TRIM_EVERY_S = 300.0  # inbox trimming period (R-10.7)
 CALENDAR_EVERY_S = 3600.0  # republish the shard calendars for the entry script
 CALENDAR_DAYS = 400  # session opens published ahead (R-9.2)
@@ -59,6 +74,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often in a worker process (its composition root calls this).
+
+    A worker allocates many short-lived objects per message and keeps many long-lived ones
+    (the decoded states), so CPython's default thresholds (700, 10, 10) ran a full collection,
+    tens of milliseconds scanning every cached state, every few seconds: about a tenth of the
+    CPU of a backlog, and a pause in the middle of batches. Nearly everything is freed by
+    reference counting; the rare cycles still go at the next (rarer) collection.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def calendar_blob(policy: Policy, start: date, count: int = CALENDAR_DAYS) -> str:
@@ -102,20 +129,26 @@ class ShardConsumer:
     batch: int = BATCH
     max_shards: int | None = None
     fault_hook: Hook | None = None
+    parallel: int = PARALLEL
     owned: set[int] = field(default_factory=set)
     _needs_pending: set[int] = field(default_factory=set)
     _cache: dict[str, tuple[str, AccountState]] = field(default_factory=dict)
+    # account -> (version, the state hash's fields at that version): writes send only changes
+    _fields: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     _next_renew: float = 0.0
     _next_sweep: float = 0.0
+    _sweeps: dict[int, int] = field(default_factory=dict)  # shard -> HSCAN cursor, pass under way
     _next_trim: float = 0.0
     _next_calendar: dict[int, float] = field(default_factory=dict)
     _cal_days: dict[str, date] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     # -- leases (R-10.1) -------------------------------------------------------------------------
     def balance(self) -> None:
         """Renew held leases, then take or give up shards toward an even share."""
         r = self.client
-        now_ms = int(time.time() * 1000)
+        # Redis's clock, not this host's: heartbeats of workers on other hosts compare fairly
+        now_ms = int(redis_now(r.time()).timestamp() * 1000)
         pipe = r.pipeline(transaction=False)
         pipe.zadd(self.keys.workers, {self.name: now_ms + self.lease_ms})
         pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms)
@@ -128,6 +161,10 @@ class ShardConsumer:
             if not ok:
                 self.owned.discard(k)
                 log.warning("lease_lost", shard=k)
+        # A worker whose lease expired unnoticed may still have read entries of a shard we own
+        # (they are pending under the shard's consumer name, and ">" never returns them again):
+        # look at the pending entries once per renewal.
+        self._needs_pending |= self.owned
         share = math.ceil(self.keys.shards / live)
         if self.max_shards is not None:
             share = min(share, self.max_shards)
@@ -152,6 +189,9 @@ class ShardConsumer:
         self._next_renew = time.monotonic() + self.lease_ms / 3000
 
     def release_all(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for k in sorted(self.owned):
             self.client.eval(_RELEASE, 1, self.keys.lease(k), self.name)
         self.owned.clear()
@@ -171,40 +211,178 @@ class ShardConsumer:
         if clock >= self._next_renew:
             self.balance()
         self.policy.refresh()
-        handled = 0
-        for k in sorted(self.owned):
-            if clock >= self._next_calendar.get(k, 0.0):
-                self._publish_calendar(k)
-            handled += self._shard_round(k, block_ms)
+        batches = self._read_all(sorted(self.owned)) if block_ms is None else {}
+        if self.parallel > 1 and block_ms is None:
+            handled = self._parallel_round(batches, clock)
+        else:
+            handled = self._sequential_round(batches, clock, block_ms)
         if clock >= self._next_sweep:
-            for k in sorted(self.owned):
-                self.sweep(k)
+            self._sweeps = dict.fromkeys(sorted(self.owned), 0)
             self._next_sweep = clock + SWEEP_EVERY_S
+        if self._sweeps:
+            self._sweep_some()
         if clock >= self._next_trim:
             for k in sorted(self.owned):
                 self.trim(k)
             self._next_trim = clock + TRIM_EVERY_S
         return handled
 
+    def _sequential_round(self, batches: dict[int, list[Any]], clock: float,
+                          block_ms: int | None) -> int:
+        handled = 0
+        for k in sorted(self.owned):
+            if time.monotonic() >= self._next_renew:
+                self.balance()  # a long round (large batches, a backlog) must not outlive leases
+                if k not in self.owned:
+                    continue  # what was read for it stays pending for its next owner
+            if clock >= self._next_calendar.get(k, 0.0):
+                self._publish_calendar(k)
+            try:
+                handled += self._shard_round(k, block_ms, batches.get(k))
+            except LeaseLost:
+                # another worker owns it now: never commit for it again (R-10.1)
+                self.owned.discard(k)
+                log.warning("lease_lost", shard=k)
+            except Contention:
+                self._needs_pending.add(k)  # the batch stays pending; retried next round
+                log.warning("batch_contention", shard=k)
+        return handled
+
+    def _parallel_round(self, batches: dict[int, list[Any]], clock: float) -> int:
+        """Every shard with input at once, up to `parallel` threads, each shard in one thread
+        (so each shard's batches stay in inbox order).
+
+        The Python work still takes turns on the GIL; what overlaps is the waiting: with
+        appendfsync always, every EXEC waits for an fsync, and one after another they made a
+        round of many small batches (a steady trickle of input) last one fsync per shard.
+        """
+        work: list[int] = []
+        for k in sorted(self.owned):
+            if clock >= self._next_calendar.get(k, 0.0):
+                self._publish_calendar(k)
+            if batches.get(k) or k not in batches or k in self._needs_pending:
+                work.append(k)
+        if not work:
+            return 0
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="phase-shard")
+            weakref.finalize(self, self._pool.shutdown, wait=False)  # a dropped consumer's threads
+        futures: dict[int, Future[int]] = {
+            k: self._pool.submit(self._shard_round, k, None, batches.get(k)) for k in work}
+        running = set(futures.values())
+        while running:
+            # Renewing a lease modifies its key, which every running transaction WATCHes: it
+            # would make them all start again. Only a round this long renews mid-way (two
+            # thirds of the lease after the last renewal), so that it cannot outlive its leases.
+            urgent = self._next_renew + self.lease_ms / 3000
+            _, running = wait(running, timeout=max(0.0, urgent - time.monotonic()))
+            if running and time.monotonic() >= urgent:
+                self.balance()
+        handled = 0
+        failure: BaseException | None = None
+        for k, fut in futures.items():
+            try:
+                handled += fut.result()
+            except LeaseLost:
+                self.owned.discard(k)  # another worker owns it now (R-10.1)
+                log.warning("lease_lost", shard=k)
+            except Contention:
+                self._needs_pending.add(k)  # the batch stays pending; retried next round
+                log.warning("batch_contention", shard=k)
+            except Exception as exc:  # e.g. Redis away: raised once every thread is done
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return handled
+
     def run(self, should_stop: Callable[[], bool], block_ms: int = 1000) -> None:
         """Until should_stop(): a stop signal lets the batch in hand finish (graceful stop)."""
+        backoff = 0.0
         try:
             while not should_stop():
-                self.run_once(block_ms=block_ms if self.owned else None)
+                try:
+                    # Never block on one shard's inbox while others have input: with 16 shards
+                    # that made a message wait up to 16 blocking reads. Read every owned shard
+                    # without blocking, and when none had anything, wait on all at once.
+                    if (self.run_once() == 0 and self.owned and not self._sweeps
+                            and not should_stop()):
+                        self.wait_for_input(block_ms)
+                    backoff = 0.0
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    # Redis away: keep nothing half-done (uncommitted batches stay pending),
+                    # retry with a capped exponential backoff, re-taking leases on return
+                    backoff = min(5.0, max(0.1, backoff * 2))
+                    log.error("redis_unavailable", error=str(exc), retry_in_s=backoff)
+                    self.owned.clear()
+                    self._next_renew = 0.0
+                    time.sleep(backoff)
+                    continue
                 if not self.owned and not should_stop():
                     # no shard to own yet: wait for the next balancing round
                     time.sleep(min(1.0, self.lease_ms / 3000))
         finally:
-            self.release_all()
+            try:
+                self.release_all()
+            except redis.RedisError:
+                log.warning("leases_not_released", detail="they expire by themselves")
 
-    def _shard_round(self, k: int, block_ms: int | None) -> int:
+    def wait_for_input(self, block_ms: int) -> None:
+        """Block until an owned inbox holds an entry its group has not delivered yet, at most
+        `block_ms` (and never past the next lease renewal).
+
+        Waits from each group's last-delivered id, so an entry added after the last read,
+        even before this call, ends the wait at once.
+        """
+        shards = sorted(self.owned)
+        pipe = self.client.pipeline(transaction=False)
+        for k in shards:
+            pipe.xinfo_groups(self.keys.inbox(k))
+        since: dict[str, str] = {}
+        for k, groups in zip(shards, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(groups, Exception):
+                continue
+            group = next((g for g in groups if _text(g["name"]) == CONSUMER_GROUP), None)
+            if group is not None:
+                since[self.keys.inbox(k)] = _text(group["last-delivered-id"])
+        renew_ms = int((self._next_renew - time.monotonic()) * 1000)
+        wait_ms = max(1, min(block_ms, renew_ms))
+        if since:
+            self.client.xread(since, count=1, block=wait_ms)  # type: ignore[arg-type]
+        else:
+            time.sleep(wait_ms / 1000)
+
+    def _read_all(self, shards: list[int]) -> dict[int, list[Any]]:
+        """The next batch of every shard in one round trip: its pending entries if it needs
+        them, else new ones. Delivering entries writes the group's pending list, so with
+        appendfsync always each XREADGROUP waits for an fsync: one for all, not one each."""
+        if not shards:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for k in shards:
+            start = "0" if k in self._needs_pending else ">"
+            pipe.xreadgroup(CONSUMER_GROUP, consumer_name(k), {self.keys.inbox(k): start},
+                            count=self.batch)
+        out: dict[int, list[Any]] = {}
+        for k, res in zip(shards, pipe.execute(raise_on_error=False), strict=True):
+            if not isinstance(res, Exception):  # else _shard_round reads (and raises) itself
+                out[k] = list(res[0][1]) if res else []
+        return out
+
+    def _shard_round(self, k: int, block_ms: int | None,
+                     prefetched: list[Any] | None = None) -> int:
         entries: list[Any] = []
-        if k in self._needs_pending:
-            entries = self._read(k, "0", None)
+        if prefetched is not None:
+            entries = prefetched
+            if not entries and k in self._needs_pending:
+                self._needs_pending.discard(k)  # nothing pending: new entries next round
+                entries = self._read(k, ">", None)
+        else:
+            if k in self._needs_pending:
+                entries = self._read(k, "0", None)
+                if not entries:
+                    self._needs_pending.discard(k)
             if not entries:
-                self._needs_pending.discard(k)
-        if not entries:
-            entries = self._read(k, ">", block_ms)
+                entries = self._read(k, ">", block_ms)
         if not entries:
             return 0
         if self.fault_hook:
@@ -242,20 +420,33 @@ class ShardConsumer:
     def _give_up(self, k: int, entry: tuple[Any, Any], exc: Exception) -> None:
         entry_id, fields = _text(entry[0]), entry[1]
         account = _guess_account(fields)
+        watch = [self.keys.state(k, account)] if account else []
 
-        def gather(pipe: Pipeline) -> None:
-            return None
+        def gather(pipe: Pipeline) -> _Loaded | None:
+            if account is None:
+                return None
+            try:
+                return self._load(k, [account])
+            except (ValueError, TypeError):  # an unreadable registry entry: nothing to degrade
+                return None
 
-        def stage(_: None) -> Staging:
+        def stage(loaded: _Loaded | None) -> Staging:
             st = Staging(self.keys, k)
             st.deadletter(reason="processing_failed", error=repr(exc), source_id=entry_id,
                           type_=_field(fields, "type"), data=_field(fields, "data"),
                           account_id=account)
             st.raw(lambda p: p.hdel(self.keys.failures(k), entry_id))
             st.ack(entry_id)
+            reg = loaded.registry.get(account) if loaded and account else None
+            state = loaded.states.get(account) if loaded and account else None
+            if loaded and account and reg and not reg.get("retired_at") and state is not None:
+                # R-10.6: like any dead letter of a registered account, it degrades the account
+                degraded = self._degrade(st, state, loaded.now, entry_id, "processing_failed")
+                st.state(degraded, {"dead_letters": str(loaded.dead_letters.get(account, 0) + 1)})
             return st
 
-        transact(self.client, [], gather, stage, lease_key=self.keys.lease(k), owner=self.name)
+        transact(self.client, watch, gather, stage, lease_key=self.keys.lease(k),
+                 owner=self.name)
         self._cache.pop(account or "", None)
 
     # -- one batch -------------------------------------------------------------------------------
@@ -276,27 +467,44 @@ class ShardConsumer:
             return self._load(k, accounts)
 
         outcomes: list[tuple[_Item, str, str | None]] = []
+        commits: dict[str, tuple[str, AccountState, dict[str, str]]] = {}
 
         def stage(loaded: _Loaded) -> Staging:
             outcomes.clear()
+            commits.clear()
             if self.fault_hook:
                 self.fault_hook("before_exec")
-            return self._stage(k, items, loaded, outcomes)
+            return self._stage(k, items, loaded, outcomes, commits)
 
         transact(self.client, state_keys, gather, stage, lease_key=self.keys.lease(k),
                  owner=self.name)
+        # only what EXEC committed may be cached: a state staged for a transaction that lost
+        # its WATCH could otherwise be taken for another writer's state of the same version
+        for acc, (version, st, written) in commits.items():
+            self._cache[acc] = (version, st)
+            self._fields[acc] = (version, written)
         elapsed_ms = (time.perf_counter() - started) * 1000 / max(1, len(items))
         for item, outcome, reason in outcomes:
             log.info("message", shard=k, account_id=item.account_id, entry_id=item.entry_id,
                      outcome=outcome, reason=reason, latency_ms=round(elapsed_ms, 3))
 
     def _load(self, k: int, accounts: list[str]) -> _Loaded:
+        """Read under WATCH: clock, registry, each state's version, ledgers; then the whole
+        state hash of the accounts whose cached decoded state is not that version.
+
+        Every writer of a state bumps its `version`, so an equal version means the cached
+        state (and the fields this process last wrote or read) is what the hash holds.
+        """
         rp = self.client.pipeline(transaction=False)
         rp.time()
         if accounts:
             rp.hmget(self.keys.registry(k), accounts)
+        cold = {a for a in accounts if a not in self._cache}  # no version to compare: read all
         for a in accounts:
-            rp.hgetall(self.keys.state(k, a))
+            if a in cold:
+                rp.hgetall(self.keys.state(k, a))
+            else:
+                rp.hmget(self.keys.state(k, a), ["version", "dead_letters"])
             rp.hgetall(self.keys.entries(k, a))
         res = rp.execute()
         now = redis_now(res[0])
@@ -306,14 +514,36 @@ class ShardConsumer:
         versions: dict[str, str] = {}
         dls: dict[str, int] = {}
         ledgers: dict[str, dict[Any, Any]] = {}
+        misses: list[str] = []
         for i, a in enumerate(accounts):
             reg = regs_raw[i]
             registry[a] = json.loads(reg) if reg else None
-            raw_state = {_text(f): _text(v) for f, v in res[2 + 2 * i].items()}
             ledgers[a] = res[3 + 2 * i]
-            versions[a] = raw_state.get("version", "")
-            dls[a] = int(raw_state.get("dead_letters", "0") or 0)
-            states[a] = self._decode_cached(a, raw_state)
+            if a in cold:
+                raw_state = {_text(f): _text(v) for f, v in res[2 + 2 * i].items()}
+                versions[a] = raw_state.get("version", "")
+                dls[a] = int(raw_state.get("dead_letters", "0") or 0)
+                states[a] = self._decode_cached(a, raw_state)
+                continue
+            version_raw, dl_raw = res[2 + 2 * i]
+            dls[a] = int(dl_raw or 0)
+            if version_raw is None:  # no state hash (or one without a version: unreadable)
+                misses.append(a)
+                continue
+            versions[a] = version = _text(version_raw)
+            hit = self._cache.get(a)
+            if hit is not None and hit[0] == version:
+                states[a] = hit[1]
+            else:
+                misses.append(a)
+        if misses:
+            rp = self.client.pipeline(transaction=False)
+            for a in misses:
+                rp.hgetall(self.keys.state(k, a))
+            for a, raw in zip(misses, rp.execute(), strict=True):
+                raw_state = {_text(f): _text(v) for f, v in raw.items()}
+                versions[a] = raw_state.get("version", "")
+                states[a] = self._decode_cached(a, raw_state)
         return _Loaded(now, registry, states, versions, dls, ledgers)
 
     def _decode_cached(self, account: str, raw: dict[str, str]) -> AccountState | None:
@@ -330,10 +560,12 @@ class ShardConsumer:
             log.error("state_unreadable", account_id=account)
             return None
         self._cache[account] = (version, st)
+        self._fields[account] = (version, raw)
         return st
 
     def _stage(self, k: int, items: list[_Item], loaded: _Loaded,
-               outcomes: list[tuple[_Item, str, str | None]]) -> Staging:
+               outcomes: list[tuple[_Item, str, str | None]],
+               commits: dict[str, tuple[str, AccountState, dict[str, str]]]) -> Staging:
         policy = self.policy.current
         staging = Staging(self.keys, k)
         now = loaded.now
@@ -342,6 +574,7 @@ class ShardConsumer:
         touched: set[str] = set()
         consumed: dict[str, list[str]] = {}
         closed: dict[str, list[date]] = {}
+        ledgers: dict[str, LedgerView] = {}  # parsed once per account and batch
         for item in items:
             acc = item.account_id
             reg = loaded.registry.get(acc) if acc else None
@@ -357,7 +590,12 @@ class ShardConsumer:
             elif st is None:
                 reason, error = "state_unavailable", f"state of {acc} is missing or unreadable"
             if reason is None and st is not None and item.msg is not None and acc is not None:
-                decision = decide(st, read_ledger(loaded.ledgers[acc]), item.msg, policy, now,
+                # R-11.2: replay accounts run on the replay profile, in their own currency
+                ledger = ledgers.get(acc)
+                if ledger is None:
+                    ledger = ledgers[acc] = read_ledger(loaded.ledgers[acc])
+                decision = decide(st, ledger, item.msg,
+                                  policy_for(policy, st.clock, st.currency), now,
                                   cause=item.entry_id)
                 if decision.dead_letter is not None:
                     reason, error = decision.dead_letter.reason, decision.dead_letter.error
@@ -375,7 +613,9 @@ class ShardConsumer:
                                    data=_field(item.fields, "data"), account_id=acc)
                 outcomes.append((item, "dead_letter", reason))
                 st = states.get(acc) if acc else None
-                if acc and st is not None and reason != "account_retired":
+                # a retired account accepts no input anyway: its dead letters never degrade it
+                retired = reg is not None and bool(reg.get("retired_at"))
+                if acc and st is not None and not retired:
                     states[acc] = self._degrade(staging, st, now, item.entry_id, reason)
                     dirty[acc] = dirty.get(acc, 0) + 1
                     touched.add(acc)
@@ -387,12 +627,16 @@ class ShardConsumer:
             extra = {}
             if acc in dirty:
                 extra["dead_letters"] = str(loaded.dead_letters.get(acc, 0) + dirty[acc])
-            staging.state(st, extra)
-            self._cache[acc] = (str(st.version), st)
+            known = self._fields.get(acc)
+            previous = known[1] if known and known[0] == loaded.raw_versions.get(acc) else None
+            commits[acc] = (str(st.version), st, staging.state(st, extra, previous))
             if acc in consumed or acc in closed:
                 fields = cleanup_fields(loaded.ledgers[acc], tuple(closed.get(acc, ())),
                                         tuple(consumed.get(acc, ())),
-                                        Calendar(policy.calendar).trading_day(now),
+                                        # decisions expire on the account's own clock (R-1.6):
+                                        # a replayed 2018 decision is not 30 days old in 2026
+                                        calendar_of(policy.calendar).trading_day(
+                                            account_now(st, now)),
                                         policy.delivery.decision_retention_days)
                 if fields:
                     staging.raw(_hdel(self.keys.entries(k, acc), fields))
@@ -442,27 +686,62 @@ class ShardConsumer:
 
     # -- periodic work ---------------------------------------------------------------------------
     def sweep(self, k: int) -> int:
-        """R-10.5: close sessions whose end + grace has passed, for redis-clock accounts."""
+        """R-10.5: close sessions whose end + grace has passed, for redis-clock accounts.
+
+        One whole pass over shard k's registry; returns the accounts swept."""
+        cursor, swept, _ = self._sweep_chunk(k, 0)
+        while cursor:
+            cursor, n, _ = self._sweep_chunk(k, cursor)
+            swept += n
+        return swept
+
+    def _sweep_some(self) -> None:
+        """The next chunks of the sweep passes under way, SWEEP_BUDGET registry entries a round:
+        a pass over tens of thousands of accounts in one go stalled every shard for a second."""
+        budget = SWEEP_BUDGET
+        for k in sorted(self._sweeps):
+            if budget <= 0:
+                break
+            if k not in self.owned:
+                del self._sweeps[k]
+                continue
+            cursor, _, seen = self._sweep_chunk(k, self._sweeps[k])
+            budget -= seen
+            if cursor:
+                self._sweeps[k] = cursor
+            else:
+                del self._sweeps[k]
+
+    def _sweep_chunk(self, k: int, cursor: int) -> tuple[int, int, int]:
+        """One HSCAN step of shard k's registry: (next cursor, accounts swept, entries seen).
+
+        HSCAN may return an entry twice; sweeping an account twice is a no-op the second time.
+        """
         policy = self.policy.current
-        cal = Calendar(policy.calendar)
-        regs = self.client.hgetall(self.keys.registry(k))
-        if not regs:
-            return 0
-        now = redis_now(self.client.time())
-        grace = timedelta(seconds=policy.delivery.session_close_grace_seconds)
-        accounts = [_text(a) for a, v in regs.items()
-                    if json.loads(v).get("clock") == "redis" and not json.loads(v).get(
-                        "retired_at")]
+        cal = calendar_of(policy.calendar)
+        scanned: Any = self.client.hscan(self.keys.registry(k), cursor, count=SWEEP_BUDGET)
+        cursor, regs = int(scanned[0]), scanned[1]
+        accounts = []
+        for a, v in regs.items():
+            reg = json.loads(v)
+            if reg.get("clock") == "redis" and not reg.get("retired_at"):
+                accounts.append(_text(a))
+        if not accounts:
+            return cursor, 0, len(regs)
         pipe = self.client.pipeline(transaction=False)
+        pipe.time()
         for a in accounts:
             pipe.hget(self.keys.state(k, a), "open_day")
+        res = pipe.execute()
+        now = redis_now(res[0])
+        grace = timedelta(seconds=policy.delivery.session_close_grace_seconds)
         due = []
-        for a, day in zip(accounts, pipe.execute(), strict=True):
+        for a, day in zip(accounts, res[1:], strict=True):
             if day and cal.session_end(date.fromisoformat(_text(day))) + grace <= now:
                 due.append(a)
         for a in due:
             self._sweep_account(k, a)
-        return len(due)
+        return cursor, len(due), len(regs)
 
     def _sweep_account(self, k: int, account: str) -> None:
         cause = f"sweep:{uuid.uuid4().hex[:12]}"
@@ -470,8 +749,11 @@ class ShardConsumer:
         def gather(pipe: Pipeline) -> _Loaded:
             return self._load(k, [account])
 
+        commits: dict[str, tuple[str, AccountState]] = {}
+
         def stage(loaded: _Loaded) -> Staging:
             staging = Staging(self.keys, k)
+            commits.clear()
             st = loaded.states.get(account)
             if st is None:
                 return staging
@@ -481,7 +763,7 @@ class ShardConsumer:
                 return staging
             self._stage_effects(staging, account, decision, loaded.now, cause)
             staging.state(decision.state)
-            self._cache[account] = (str(decision.state.version), decision.state)
+            commits[account] = (str(decision.state.version), decision.state)
             fields = cleanup_fields(loaded.ledgers[account], decision.closed_days, (),
                                     loaded.now.date(),
                                     self.policy.current.delivery.decision_retention_days)
@@ -491,6 +773,7 @@ class ShardConsumer:
 
         transact(self.client, [self.keys.state(k, account)], gather, stage,
                  lease_key=self.keys.lease(k), owner=self.name)
+        self._cache.update(commits)  # after EXEC only (see _process)
 
     def trim(self, k: int) -> None:
         """R-10.7: trim the inbox below the oldest pending entry minus 24 hours."""

@@ -18,12 +18,13 @@ import redis
 from redis.client import Pipeline
 
 from contracts.shard import ACCOUNT_ID_PATTERN
+from worker.consumer import calendar_blob
 from worker.domain.actions import ActionResult, act_advance
 from worker.domain.decide import Emitted, Record, new_account
 from worker.domain.model import AccountState, Registration
 from worker.store.codec import decode_state
 from worker.store.keys import Keys
-from worker.store.runtime import PolicyHolder, fetch_policy, load_keys, redis_now
+from worker.store.runtime import PolicyHolder, fetch_policy, load_keys, policy_for, redis_now
 from worker.store.uow import Staging, dumps, transact
 
 _ACCOUNT_RE = re.compile(ACCOUNT_ID_PATTERN)
@@ -122,6 +123,11 @@ def accounts_add(request: JSONDict, *, client: redis.Redis | None = None,
                 "retired_at": None}
         staging.raw(lambda p: p.hset(keys.registry(k), account_id, dumps(body)))
         staging.state(state)
+        if state.current_day is not None and reg.clock == "message":
+            # the entry script decides a replay account's `at` on its own calendar (R-9.2),
+            # needed from registration on, before the worker has seen any of its messages
+            blob = calendar_blob(policy, state.current_day)
+            staging.raw(lambda p: p.set(keys.account_calendar(k, account_id), blob))
         staging.history(account_id, Record("registered", {**body, "operator_id":
                                                           request.get("operator_id")}),
                         now, "accounts_add")
@@ -198,8 +204,10 @@ def advance(request: JSONDict, *, client: redis.Redis | None = None,
             result.update(_refused("state_unavailable"))
             return staging
         target = request.get("target_phase")
-        res: ActionResult = act_advance(st, policy, now, operator_id=request.get("operator_id"),
-                                        cause=cause, target=target)
+        # R-11.2: a replay account's gate runs on the replay profile, in its own currency
+        res: ActionResult = act_advance(st, policy_for(policy, st.clock, st.currency), now,
+                                        operator_id=request.get("operator_id"), cause=cause,
+                                        target=target)
         audit = {"action": "advance", "operator_id": request.get("operator_id"),
                  "outcome": res.outcome, "reason": res.reason, "from_phase": st.phase}
         if res.outcome == "applied":
@@ -338,3 +346,21 @@ def policy_apply(request: JSONDict, *, client: redis.Redis | None = None,
                  prefix: str | None = None) -> JSONDict:
     """Validate and install a new policy (R-7.7a); audited on shard 0."""
     return _signed("policy_apply", request, client, prefix)
+
+
+# -- archive (R-7.7c, R-8.1): signed; phasectl exported the history before sending it ------------
+
+
+def archive(request: JSONDict, *, client: redis.Redis | None = None,
+            prefix: str | None = None) -> JSONDict:
+    """Trim the account's history below the request's `issued_at`, audited (R-7.7c).
+
+    Not through `_signed`: the effect plans the trim with a connection (worker.ops.archive).
+    """
+    from worker.ops.archive import effect_for
+    from worker.ops.service import run_job
+
+    conn = client or _connection()
+    keys = load_keys(conn, prefix or _prefix())
+    return run_job(request, "archive", client=conn, prefix=keys.prefix,
+                   effect_for=effect_for(conn, keys))

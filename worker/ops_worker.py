@@ -33,13 +33,34 @@ def allowed(func_name: str | None) -> bool:
 
 
 class PhaseguardJob(Job):
-    """An RQ job that refuses to resolve any function but the allowed `worker.jobs.*`."""
+    """An RQ job that refuses to resolve any function but the allowed `worker.jobs.*`.
+
+    RQ also imports and runs a job's success, failure and stopped callbacks by name, which would
+    let whoever can enqueue run any importable function. Phaseguard jobs have no callbacks: a job
+    that carries one is refused, and no callback is ever resolved.
+    """
 
     @property
     def func(self) -> Any:
         if not allowed(self.func_name):
             raise ForbiddenJob(f"refused: {self.func_name!r} is not a Phaseguard job")
+        callbacks = [name for name in (getattr(self, f"_{hook}_callback_name", None)
+                                       for hook in ("success", "failure", "stopped")) if name]
+        if callbacks:
+            raise ForbiddenJob(f"refused: {self.func_name!r} carries callbacks {callbacks!r}")
         return super().func
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
 
 
 class PhaseguardWorker(Worker):

@@ -109,15 +109,15 @@ def read_role_credentials(run_dir: Path, role: Role) -> tuple[str, SecretStr] | 
 def redis_url_for(settings: Settings, role: Role) -> str:
     """The URL the process acting as ``role`` connects with, credentials included.
 
-    Credentials come from PHASE_REDIS_USER/PHASE_REDIS_PASSWORD; else, when the URL itself came
-    from ``run_dir/redis.url``, from ``run_dir/acl/<role>`` (the two are written together by
-    `make run`); else the URL is used as given (credentials in REDIS_URL, or none).
+    R-12.3: credentials come from PHASE_REDIS_USER/PHASE_REDIS_PASSWORD; else from the URL
+    itself when it names a user; else from the per-role file ``run_dir/acl/<role>`` that
+    `make run` writes, when there is one; else the URL is used as given.
     """
     url = settings.resolved_redis_url
     creds: tuple[str, SecretStr] | None = None
     if settings.redis_user is not None and settings.redis_password is not None:
         creds = (settings.redis_user, settings.redis_password)
-    elif settings.redis_url_source == "run_file":
+    elif urlsplit(url).username is None and urlsplit(url).password is None:
         creds = read_role_credentials(settings.run_dir, role)
     if creds is None:
         return url

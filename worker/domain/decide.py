@@ -8,6 +8,7 @@ returned Decision in one MULTI/EXEC. Nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 import hashlib
+from base64 import urlsafe_b64encode
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
@@ -195,6 +196,7 @@ def window_of(policy: Policy) -> Window:
 
 
 _STATE_FIELDS = tuple(f.name for f in fields(AccountState))
+_STATE_FIELD_SET = frozenset(_STATE_FIELDS)
 _set = object.__setattr__
 
 
@@ -204,6 +206,8 @@ def _evolve(state: AccountState, **changes: Any) -> AccountState:
     AccountState has no __post_init__ and no init=False fields, so copying every slot and
     overriding `changes` is exactly what replace would build.
     """
+    if not _STATE_FIELD_SET.issuperset(changes):
+        raise TypeError(f"AccountState has no field {sorted(set(changes) - _STATE_FIELD_SET)}")
     new = object.__new__(AccountState)
     for name in _STATE_FIELDS:
         _set(new, name, changes[name] if name in changes else getattr(state, name))
@@ -215,14 +219,17 @@ def ctx_of(state: AccountState) -> EpochContext:
                         state.window)
 
 
-def equity_at(state: AccountState, instant: datetime, cal: Calendar) -> Decimal | None:
-    """R-2.8: the last equity reported at or before `instant`, if known there."""
+def equity_at(state: AccountState, instant: datetime, cal: Calendar, *,
+              day: date | None = None) -> Decimal | None:
+    """R-2.8: the last equity reported at or before `instant`, if known there (`day`: the
+    trading day of `instant`, when the caller already knows it)."""
     # Reports are kept in time order: the last one at or before `instant` by bisection.
     idx = bisect_right(state.equity, instant, key=_REPORT_AT)
     if idx == 0:
         return None
     found = state.equity[idx - 1]
-    day = cal.trading_day(instant)
+    if day is None:
+        day = cal.trading_day(instant)
     if found.day == day or found.day == cal.previous_trading_day(day):
         return found.value
     return None
@@ -236,17 +243,22 @@ def account_now(state: AccountState, now: datetime) -> datetime:
 
 
 def _add_report(state: AccountState, rep: EquityReport) -> AccountState:
-    reports = list(state.equity)
-    idx = len(reports)
-    while idx > 0 and reports[idx - 1].at > rep.at:
-        idx -= 1
-    reports.insert(idx, rep)
-    return _evolve(state, equity=tuple(reports))
+    return _evolve(state, equity=_with_report(state.equity, rep))
+
+
+def _with_report(reports: tuple[EquityReport, ...],
+                 rep: EquityReport) -> tuple[EquityReport, ...]:
+    """`reports` with `rep` inserted in time order, after any report at the same instant."""
+    if not reports or reports[-1].at <= rep.at:
+        return (*reports, rep)
+    idx = bisect_right(reports, rep.at, key=_REPORT_AT)
+    return (*reports[:idx], rep, *reports[idx:])
 
 
 def _digest(msg: TradeClosed) -> str:
     body = msg.model_dump_json(exclude_none=True).encode()
-    return hashlib.blake2b(body, digest_size=8).hexdigest()
+    # 64 bits in 11 URL-safe characters: the state keeps one per trade in the horizon (16 KiB).
+    return urlsafe_b64encode(hashlib.blake2b(body, digest_size=8).digest()).decode()[:11]
 
 
 def _meta(state: AccountState, day: date) -> SessionMeta:
@@ -258,7 +270,7 @@ def _put_meta(state: AccountState, meta: SessionMeta) -> AccountState:
     metas = [m for m in state.sessions if m.day != meta.day]
     metas.append(meta)
     metas.sort(key=lambda m: m.day)
-    return replace(state, sessions=tuple(metas))
+    return _evolve(state, sessions=tuple(metas))
 
 
 def _touch_phase(state: AccountState, day: date | None) -> AccountState:
@@ -279,7 +291,7 @@ def tripped_at_open(state: AccountState, open_at: datetime) -> bool:
 
 def recompute_current(state: AccountState) -> AccountState:
     """The slow path: refold the horizon's trades onto the settled tally (late trades)."""
-    return replace(state, current=fold(state.settled, state.recent, ctx_of(state)))
+    return _evolve(state, current=fold(state.settled, state.recent, ctx_of(state)))
 
 
 def gate_tally(state: AccountState) -> Tally:
@@ -334,17 +346,19 @@ def _ratio(value: Decimal | None) -> str | None:
 
 
 def refresh_size(state: AccountState, policy: Policy, cal: Calendar, at: datetime,
-                 out: _Out, cause: str) -> AccountState:
-    """Recompute the position size; publish position_size_changed when it moves (R-5.3)."""
-    equity = equity_at(state, at, cal)
+                 out: _Out, cause: str, *, day: date | None = None) -> AccountState:
+    """Recompute the position size; publish position_size_changed when it moves (R-5.3).
+
+    `day` is the trading day of `at` when the caller already knows it."""
+    equity = equity_at(state, at, cal, day=day)
     size, why = position_size(state.phase, state.current.win_streak, state.session_bonus,
                               state.size_reduced, equity, policy)
     if size == state.position_size and why == state.size_reason:
         return state
     old = state.position_size
-    state = replace(state, position_size=size, size_reason=why)
+    state = _evolve(state, position_size=size, size_reason=why)
     if size != old:
-        day = cal.trading_day(at)
+        day = cal.trading_day(at) if day is None else day
         payload = {"from_size": str(old), "to_size": str(size), "justification": why,
                    "phase": state.phase, "cause": cause, "currency": state.currency}
         out.emit("position_size_changed", at, day, payload)
@@ -580,8 +594,11 @@ def cutoff_day(state: AccountState, policy: Policy, cal: Calendar) -> date | Non
     """R-10.3: trades closed before this trading day's open are too late."""
     if state.high_water is None:
         return None
-    return _trading_days_before(cal, cal.trading_day(state.high_water[0]),
-                                policy.delivery.too_late_trading_days)
+    h_at = state.high_water[0]
+    # H is the last trade of the horizon's (it never settles), whose trading day is known
+    last = state.recent[-1] if state.recent else None
+    h_day = last.day if last is not None and last.closed_at == h_at else cal.trading_day(h_at)
+    return _trading_days_before(cal, h_day, policy.delivery.too_late_trading_days)
 
 
 def settle(state: AccountState, policy: Policy, cal: Calendar) -> AccountState:
@@ -599,7 +616,7 @@ def settle(state: AccountState, policy: Policy, cal: Calendar) -> AccountState:
     for i, rep in enumerate(reports):
         if rep.at < cut_at:
             keep_from = i  # the last report before the horizon stays: equity carries over
-    return replace(state, settled=settled, recent=state.recent[n:],
+    return _evolve(state, settled=settled, recent=state.recent[n:],
                    sessions=tuple(m for m in state.sessions if m.day >= cut
                                   or (state.current_day is not None
                                       and m.day >= state.current_day)),
@@ -645,14 +662,15 @@ def apply_trade(state: AccountState, ledger: LedgerView, msg: TradeClosed, polic
                   digest=digest)
     if state.clock == "message":
         clock = max(state.clock_at or trade.closed_at, trade.closed_at)
-        state = replace(state, clock_at=clock)
+        state = _evolve(state, clock_at=clock)
     # R-10.5: the first message for a later trading day closes the sessions before it.
     if state.current_day is not None and trade.day > state.current_day:
         state = close_through(state, cal.previous_trading_day(trade.day), now=now,
                               ledger=ledger, policy=policy, cal=cal, out=out, cause=cause)
-    state = _insert_trade(state, trade)
+    equity = state.equity
     if trade.live and trade.equity_after is not None:
-        state = _add_report(state, EquityReport(trade.closed_at, trade.day, trade.equity_after))
+        equity = _with_report(equity, EquityReport(trade.closed_at, trade.day, trade.equity_after))
+    state = _insert_trade(state, trade, equity)
     late = state.current_day is not None and trade.day < state.current_day
     if late:
         state = _amend(state, trade.day, cal, out)
@@ -665,24 +683,26 @@ def apply_trade(state: AccountState, ledger: LedgerView, msg: TradeClosed, polic
         state = _check_authorized(state, msg, trade, ledger, policy, cal, out)
     if msg.entry_decision_id is not None and msg.entry_decision_id in ledger.decisions:
         out.consumed.append(msg.entry_decision_id)
-    state = refresh_size(state, policy, cal, trade.closed_at, out, cause)
+    state = refresh_size(state, policy, cal, trade.closed_at, out, cause, day=trade.day)
     state = settle(state, policy, cal)
     return out.decision(_bump(state, now, cal))
 
 
-def _insert_trade(state: AccountState, trade: Trade) -> AccountState:
+def _insert_trade(state: AccountState, trade: Trade,
+                  equity: tuple[EquityReport, ...]) -> AccountState:
+    """Add the trade in trade order (and the equity reports, in the same copy of the state)."""
     key = trade.order_key
     hw = key if state.high_water is None or key > state.high_water else state.high_water
     if state.current.last_key is None or key > state.current.last_key:
         # the fast path: a trade after every trade applied extends the tally
-        return _evolve(state, recent=(*state.recent, trade),
+        return _evolve(state, recent=(*state.recent, trade), equity=equity,
                        current=state.current.step(trade, ctx_of(state)), high_water=hw)
     recent = list(state.recent)
     idx = len(recent)
     while idx > 0 and recent[idx - 1].order_key > key:
         idx -= 1
     recent.insert(idx, trade)
-    return recompute_current(replace(state, recent=tuple(recent), high_water=hw))
+    return recompute_current(replace(state, recent=tuple(recent), high_water=hw, equity=equity))
 
 
 def _amend(state: AccountState, day: date, cal: Calendar, out: _Out) -> AccountState:
@@ -707,11 +727,14 @@ def _triggers(state: AccountState, trade: Trade, policy: Policy, cal: Calendar) 
     lo = bisect_left(state.recent, trade.day, key=_TRADE_DAY)
     hi = bisect_right(state.recent, trade.day, lo=lo, key=_TRADE_DAY)
     day_net = sum((t.pnl for t in state.recent[lo:hi] if state.in_epoch(t)), Decimal(0))
-    base_at = max(cal.session_open(trade.day), state.epoch_start)
+    open_at = cal.session_open(trade.day)
+    base_at = max(open_at, state.epoch_start)
+    base_day = trade.day if base_at is open_at else None
     fired = [
         consecutive_losses(cur.loss_streak, d.max_consecutive_losses),
         rolling_win_rate(wins, n, cur.triggers, window, d.min_rolling_win_rate),
-        daily_loss(state.phase, day_net, equity_at(state, base_at, cal), d.max_daily_loss),
+        daily_loss(state.phase, day_net, equity_at(state, base_at, cal, day=base_day),
+                   d.max_daily_loss),
     ]
     return [f for f in fired if f is not None]
 

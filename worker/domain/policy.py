@@ -417,6 +417,13 @@ class Policy(_Frozen):
         digest = hashlib.sha256(self.canonical_json().encode("ascii")).hexdigest()
         return f"sha256:{digest[:16]}"
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Policy:
+        """A validated copy: pydantic's would carry over the cached `version` and skip checks,
+        so a changed policy could masquerade as the old one and never be reloaded."""
+        _ = deep  # a re-validated copy shares nothing mutable with the original
+        return _validated(self.model_dump() | dict(update or {}))
+
     def replay_profile(self, currency: str) -> Policy:
         """The replay accounts' policy (R-11.2): auto-advance, auto-acknowledge, own currency."""
         changes = {"auto_advance": True, "auto_acknowledge_breaker": True, "currency": currency}

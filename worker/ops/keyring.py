@@ -17,10 +17,10 @@ from worker.store.keys import Keys
 _KEY: bytes | None = None
 
 
-def ensure_kdf(client: redis.Redis, keys: Keys) -> KdfParams:
+def ensure_kdf(client: redis.Redis, keys: Keys, iterations: int = KDF_ITERATIONS) -> KdfParams:
     """Store the KDF parameters on first start (never overwritten), then return them."""
     deployment = client.hget(keys.meta, "deployment_id")
-    fresh = KdfParams(KDF_ALG, KDF_ITERATIONS, secrets.token_bytes(16), _s(deployment or ""))
+    fresh = KdfParams(KDF_ALG, iterations, secrets.token_bytes(16), _s(deployment or ""))
     pipe = client.pipeline(transaction=True)
     for name, value in fresh.as_fields().items():
         pipe.hsetnx(keys.ops_kdf, name, value)
@@ -36,10 +36,13 @@ def load_kdf(client: redis.Redis, keys: Keys) -> KdfParams:
     return KdfParams.from_fields({_s(k): _s(v) for k, v in stored.items()})
 
 
-def install(password: str, params: KdfParams) -> None:
+def install(password: str, params: KdfParams, min_length: int | None = None) -> None:
     """Derive and keep the key for this process; refuses a short password (R-7.9)."""
     global _KEY
-    check_password(password)
+    if min_length is None:
+        check_password(password)
+    else:
+        check_password(password, min_length)
     _KEY = derive_key(password, params)
 
 

@@ -28,7 +28,7 @@ from worker.ops import keyring
 from worker.ops.signing import Malformed, Request, parse_request, signature_ok
 from worker.store.codec import decode_state
 from worker.store.keys import Keys
-from worker.store.runtime import PolicyHolder, load_keys, policy_blob, redis_now
+from worker.store.runtime import PolicyHolder, load_keys, policy_blob, policy_for, redis_now
 from worker.store.uow import Staging, dumps, transact
 
 JSONDict = dict[str, Any]
@@ -68,6 +68,8 @@ def write_audit(client: redis.Redis, keys: Keys, req: JSONDict, outcome: str, re
                 now: datetime, detail: str = "") -> None:
     """Audit a refusal that changes nothing else (outside any effect transaction)."""
     account = req.get("account_id") if isinstance(req.get("account_id"), str) else None
+    if req.get("action") == "policy_apply":
+        account = None  # policy_apply is audited on shard 0, whatever account it names
     registered = False
     if account:
         try:
@@ -179,6 +181,7 @@ def execute(client: redis.Redis, keys: Keys, policy: Policy, req: Request,
     else:
         watch.append(keys.policy)
     result: JSONDict = {}
+    later: list[JSONDict] = []  # audit records for shard 0, written after the transaction
 
     def gather(pipe: Pipeline) -> _Gathered:
         stored = pipe.get(req_key)
@@ -194,32 +197,40 @@ def execute(client: redis.Redis, keys: Keys, policy: Policy, req: Request,
 
     def stage(g: _Gathered) -> Staging:
         result.clear()
+        later.clear()
         staging = Staging(keys, k)
         if g.stored is not None:
             if g.stored.get("digest") == req.digest:
                 result.update({**g.stored["outcome"], "replayed": True})
                 _stage_audit(staging, keys, k, req, g, str(g.stored["outcome"].get("outcome")),
-                             "replayed")
+                             "replayed", later)
             else:
                 result.update({"outcome": "refused", "reason": "replay"})
-                _stage_audit(staging, keys, k, req, g, "refused", "replay")
+                _stage_audit(staging, keys, k, req, g, "refused", "replay", later)
             return staging
         outcome, _changed = _decide(g, staging, policy, req, effect)
         result.update(outcome)
         _stage_audit(staging, keys, k, req, g, str(outcome["outcome"]),
-                     str(outcome.get("reason") or ""))
+                     str(outcome.get("reason") or ""), later)
         ttl_ms = int((req.expires_at + timedelta(days=1) - g.now).total_seconds() * 1000)
         stored = dumps({"digest": req.digest, "outcome": outcome})
         staging.raw(lambda p: p.set(req_key, stored, px=max(ttl_ms, 1000)))
         return staging
 
     transact(client, watch, gather, stage)
+    for record in later:
+        client.xadd(keys.overrides(0), {"data": dumps(record)})
     return dict(result)
 
 
 def _stage_audit(staging: Staging, keys: Keys, k: int, req: Request, g: _Gathered,
-                 outcome: str, reason: str) -> None:
+                 outcome: str, reason: str, later: list[JSONDict]) -> None:
     record = audit_record(req.fields, outcome, reason, g.now)
+    if req.account_id and not g.registered:
+        # no valid account: shard 0's stream (R-7.13); a transaction stays in one shard's slot,
+        # so it is appended right after this one commits
+        later.append(record)
+        return
     staging.raw(lambda p: p.xadd(keys.overrides(k), {"data": dumps(record)}))
     if g.registered and req.account_id:
         staging.history(req.account_id, Record("override_attempt", record), g.now,
@@ -241,7 +252,9 @@ def _decide(g: _Gathered, staging: Staging, policy: Policy, req: Request,
     if st.phase != req.expected_phase:
         return {"outcome": "refused", "reason": "stale_request",
                 "detail": f"account is in {st.phase}, not {req.expected_phase}"}, False
-    res = ACTIONS[req.action](st, policy, g.now, req, req.request_id)
+    # R-11.2: replay accounts act on the replay profile, in their own currency
+    res = ACTIONS[req.action](st, policy_for(policy, st.clock, st.currency), g.now, req,
+                              req.request_id)
     out: JSONDict = {"outcome": res.outcome, "reason": res.reason or None,
                      "phase": res.state.phase, "account_id": st.account_id}
     if res.detail is not None:
@@ -300,7 +313,7 @@ def handle(client: redis.Redis, keys: Keys, raw: object, job_action: str,
     if key is None:
         return refuse("not_configured", "PHASE_OVERRIDE_PASSWORD is not set on the ops worker")
     try:
-        req = parse_request(raw)
+        req = parse_request(raw, timedelta(seconds=policy.overrides.max_validity_seconds))
     except Malformed as exc:
         return refuse("malformed", str(exc))
     if req.action != job_action:
@@ -321,6 +334,13 @@ def handle(client: redis.Redis, keys: Keys, raw: object, job_action: str,
         return refuse("issued_in_future", f"issued_at is more than {skew.seconds} s ahead")
     if now > req.expires_at:
         return refuse("expired", "the request expired; sign a new one")
+    # R-7.12 deployment-wide: the outcome is stored on the account's shard, so a request id is
+    # also claimed globally with its payload digest; another payload under it is a replay
+    ttl_ms = int((req.expires_at + timedelta(days=1) - now).total_seconds() * 1000)
+    prior = client.set(keys.ops_request_claim(req.request_id), req.digest, nx=True,
+                       px=max(ttl_ms, 1000), get=True)
+    if prior is not None and _s(prior) != req.digest:
+        return refuse("replay", "this request_id was already used with another payload")
     effect = effect_for(req) if effect_for is not None else None
     return execute(client, keys, policy, req, effect)
 

@@ -29,7 +29,7 @@ PHASES = ("experience", "proof", "trial", "scaling")
 FIELDS = ("v", "deployment_id", "request_id", "account_id", "action", "expected_phase",
           "target_phase", "operator_id", "reason", "issued_at", "expires_at")
 POLICY_FIELDS = ("policy", "expected_policy_version")
-_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_TS = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")  # ASCII digits
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _OPERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -64,10 +64,10 @@ class KdfParams:
         return params
 
 
-def check_password(password: str) -> None:
+def check_password(password: str, min_length: int = MIN_PASSWORD_LENGTH) -> None:
     """R-7.9: refuse a short password (the worker does not start with one)."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"the override password must have at least {MIN_PASSWORD_LENGTH} "
+    if len(password) < min_length:
+        raise ValueError(f"the override password must have at least {min_length} "
                          "characters")
 
 
@@ -100,7 +100,10 @@ def fmt_ts(at: datetime) -> str:
 def parse_ts(text: str) -> datetime:
     if not _TS.fullmatch(text):
         raise Malformed(f"timestamp {text!r} is not YYYY-MM-DDTHH:MM:SSZ")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError as exc:  # the right shape but no such instant, e.g. month 13
+        raise Malformed(f"timestamp {text!r} is not a valid instant") from exc
 
 
 def new_request(*, deployment_id: str, action: str, operator_id: str, reason: str,
@@ -143,7 +146,7 @@ class Request:
         return hashlib.sha256(canonical(self.fields)).hexdigest()
 
 
-def parse_request(raw: object) -> Request:
+def parse_request(raw: object, max_validity: timedelta = MAX_VALIDITY) -> Request:
     """Check the shape of R-7.8; raise Malformed naming the first problem."""
     if not isinstance(raw, dict):
         raise Malformed("request is not a JSON object")
@@ -180,8 +183,9 @@ def parse_request(raw: object) -> Request:
             or not reason.isprintable():
         raise Malformed(f"reason must be 1-{MAX_REASON} printable characters")
     issued, expires = parse_ts(str(raw["issued_at"])), parse_ts(str(raw["expires_at"]))
-    if expires <= issued or expires - issued > MAX_VALIDITY:
-        raise Malformed("expires_at must be after issued_at and at most 10 minutes later")
+    if expires <= issued or expires - issued > max_validity:
+        raise Malformed("expires_at must be after issued_at and at most "
+                        f"{int(max_validity.total_seconds())} s later")
     if not isinstance(raw["deployment_id"], str) or not raw["deployment_id"]:
         raise Malformed("deployment_id is missing")
     account, expected, target = raw["account_id"], raw["expected_phase"], raw["target_phase"]

@@ -13,10 +13,14 @@ decides what a trading day is). Parameters:
 - ``risk``: money lost by an average losing trade; a win makes ``risk * payoff_ratio``. Each P&L
   carries up to +/-10 % seeded noise and is quantized to cents (half-even).
 - ``start``: first date; ``tz``: IANA zone of the wall-clock times (timestamps carry the offset).
+- ``warmup_days``: the first days trade the default winning strategy (``WARMUP_WIN_PROBABILITY``
+  at ``WARMUP_PAYOFF_RATIO``) before ``win_probability`` and ``payoff_ratio`` apply: a strategy
+  that worked, then stopped working. The random draws do not depend on it.
 
 The defaults are a strongly winning strategy (72 % winners at 2.2R) that climbs
-experience -> proof -> trial within 250 days; ``LOSING_PRESET`` (45 % at 1R) produces the loss
-streaks that trigger downgrades.
+experience -> proof -> trial within 250 days. ``LOSING_PRESET`` wins for 25 days (long enough to
+earn proof: experience itself is never downgraded, R-6.4) and then loses at 40 % and 0.8R, which
+produces the loss streaks that trigger downgrades.
 """
 
 from __future__ import annotations
@@ -38,10 +42,15 @@ _CENTS: Final = Decimal("0.01")
 _MILLION: Final = 1_000_000
 
 
+WARMUP_WIN_PROBABILITY: Final = Decimal("0.72")  # the default strategy, used for warm-up days
+WARMUP_PAYOFF_RATIO: Final = Decimal("2.2")
+
+
 class SimulationPreset(TypedDict, total=False):
     """Keyword arguments of ``simulate`` that a preset may fix."""
 
     days: int
+    warmup_days: int
     win_probability: Decimal
     payoff_ratio: Decimal
     trades_per_day: int
@@ -49,10 +58,12 @@ class SimulationPreset(TypedDict, total=False):
     risk: Decimal
 
 
-# Loses money and, for seed 7, runs three or more losses in a row within the first 40 days.
+# Wins long enough to leave experience, then loses money: for seed 7 it runs three or more
+# losses in a row within the first 40 days, so a replay is downgraded out of proof.
 LOSING_PRESET: Final[SimulationPreset] = {
-    "win_probability": Decimal("0.45"),
-    "payoff_ratio": Decimal("1.0"),
+    "warmup_days": 25,
+    "win_probability": Decimal("0.40"),
+    "payoff_ratio": Decimal("0.8"),
 }
 
 
@@ -60,16 +71,19 @@ def simulate(
     *,
     seed: int,
     days: int = 250,
-    win_probability: Decimal = Decimal("0.72"),
-    payoff_ratio: Decimal = Decimal("2.2"),
+    win_probability: Decimal = WARMUP_WIN_PROBABILITY,
+    payoff_ratio: Decimal = WARMUP_PAYOFF_RATIO,
     trades_per_day: int = 2,
     starting_equity: Decimal = Decimal("10000"),
     risk: Decimal = Decimal("50"),
     start: date = date(2026, 1, 5),
     tz: str = "America/New_York",
+    warmup_days: int = 0,
 ) -> str:
     """A generic-format CSV (header ``trade_id,opened_at,closed_at,pnl,kind,equity_after``)."""
     _check(days, win_probability, payoff_ratio, trades_per_day, starting_equity, risk)
+    if warmup_days < 0:
+        raise ValueError(f"warmup_days must be >= 0, got {warmup_days}")
     try:
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
@@ -77,14 +91,17 @@ def simulate(
     # Not for security: a seeded generator whose whole point is reproducible test data.
     rng = random.Random(seed)  # noqa: S311
     threshold = win_probability * _MILLION
+    warmup_threshold = WARMUP_WIN_PROBABILITY * _MILLION
     slot_minutes = _minutes(SESSION_FIRST_ENTRY, SESSION_LAST_EXIT) // trades_per_day
     win_amount = risk * payoff_ratio
+    warmup_win_amount = risk * WARMUP_PAYOFF_RATIO
     equity = starting_equity
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(GENERIC_HEADER)
-    for day in _weekdays(start, days):
+    for index, day in enumerate(_weekdays(start, days)):
+        warm = index < warmup_days
         first_entry = datetime.combine(day, SESSION_FIRST_ENTRY, tzinfo=zone)
         for slot in range(trades_per_day):
             slot_start = first_entry + timedelta(minutes=slot * slot_minutes)
@@ -92,9 +109,9 @@ def simulate(
             # of one day never overlap and all close by SESSION_LAST_EXIT.
             opened_at = slot_start + timedelta(minutes=rng.randrange(slot_minutes // 2))
             closed_at = opened_at + timedelta(minutes=rng.randint(1, slot_minutes // 2))
-            won = rng.randrange(_MILLION) < threshold
+            won = rng.randrange(_MILLION) < (warmup_threshold if warm else threshold)
             noise = Decimal(rng.randint(-NOISE_PERMILLE, NOISE_PERMILLE)) / 1000
-            nominal = win_amount if won else -risk
+            nominal = (warmup_win_amount if warm else win_amount) if won else -risk
             pnl = (nominal * (1 + noise)).quantize(_CENTS, rounding=ROUND_HALF_EVEN)
             equity += pnl
             writer.writerow(

@@ -63,6 +63,9 @@ class Keys:
     def ops_throttle_slot(self) -> str:  # string with PX: one signature check per period
         return f"{self.prefix}:ops:throttle:slot"
 
+    def ops_request_claim(self, request_id: str) -> str:  # string: payload digest
+        return f"{self.prefix}:ops:reqid:{request_id}"
+
     def ops_request(self, k: int, request_id: str) -> str:  # string: stored outcome
         return f"{self.prefix}:{wire.shard_tag(k)}:ops:req:{request_id}"
 

@@ -113,6 +113,25 @@ class PolicyHolder:
         return self.current
 
 
+# Replay profiles by (base policy version, currency): building one validates a whole policy.
+_REPLAY_PROFILES: dict[tuple[str, str], Policy] = {}
+_REPLAY_PROFILES_MAX = 64
+
+
+def policy_for(policy: Policy, clock: str, currency: str) -> Policy:
+    """The policy an account runs on: replay accounts (clock = message) get the replay profile
+    in their own currency (R-11.2), every other account the deployment's policy as is."""
+    if clock != "message":
+        return policy
+    key = (policy.version, currency)
+    profile = _REPLAY_PROFILES.get(key)
+    if profile is None:
+        if len(_REPLAY_PROFILES) >= _REPLAY_PROFILES_MAX:
+            _REPLAY_PROFILES.clear()
+        profile = _REPLAY_PROFILES[key] = policy.replay_profile(currency)
+    return profile
+
+
 def check_persistence(client: redis.Redis, unsafe_ok: bool) -> list[str]:
     """R-12.2: appendonly yes, appendfsync always, noeviction — else refuse (or warn if unsafe)."""
     want = {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"}

@@ -73,12 +73,20 @@ class Staging:
         self.acks: list[str] = []
         self.event_count = 0
 
-    def state(self, st: AccountState, extra: dict[str, str] | None = None) -> None:
+    def state(self, st: AccountState, extra: dict[str, str] | None = None,
+              previous: dict[str, str] | None = None) -> dict[str, str]:
+        """Stage the state hash; given `previous` (what the hash holds now), only the fields
+        that differ from it. Returns what the hash holds after the write."""
         fields = encode_state(st)
         if extra:
             fields.update(extra)
-        key = self.keys.state(self.shard, st.account_id)
-        self.ops.append(lambda p: p.hset(key, mapping=fields))  # type: ignore[arg-type]
+        changed = fields
+        if previous is not None:
+            changed = {f: v for f, v in fields.items() if previous.get(f) != v}
+        if changed:
+            key = self.keys.state(self.shard, st.account_id)
+            self.ops.append(lambda p: p.hset(key, mapping=changed))  # type: ignore[arg-type]
+        return fields if previous is None else {**previous, **fields}
 
     def history(self, account_id: str, rec: Record, occurred_at: datetime, caused_by: str) -> None:
         fields = history_fields(rec, occurred_at=occurred_at, caused_by=caused_by)

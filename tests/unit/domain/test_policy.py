@@ -577,3 +577,15 @@ def test_r3_1_r5_1_session_window_capacity_covers_the_proof_window_and_the_size_
     text: str, capacity: int
 ) -> None:
     assert load_policy_toml(text).session_window_capacity == capacity
+
+
+def test_r11_1_a_copied_policy_with_changes_has_its_own_version() -> None:
+    """A changed copy must never keep the original's cached version (it would not reload)."""
+    changed = DEFAULT_POLICY.model_copy(update={"auto_advance": True})
+    assert changed.auto_advance is True
+    assert changed.version != DEFAULT_POLICY.version
+
+
+def test_r11_1_a_copied_policy_is_validated() -> None:
+    with pytest.raises(PolicyError):
+        DEFAULT_POLICY.model_copy(update={"auto_advance": "yes"})

@@ -113,6 +113,24 @@ def test_the_default_seed_7_history_clears_the_experience_and_proof_thresholds_e
     assert min(rolling) >= 11  # a 20-trade win rate never below 0.55
 
 
+def test_warm_up_days_trade_the_default_strategy_with_the_same_draws() -> None:
+    warmed = simulate(seed=7, days=30, warmup_days=10, win_probability=Decimal("0.40"),
+                      payoff_ratio=Decimal("0.8")).splitlines()
+    default = simulate(seed=7, days=30).splitlines()
+
+    assert warmed[: 1 + 2 * 10] == default[: 1 + 2 * 10]
+    assert warmed[1 + 2 * 10 :] != default[1 + 2 * 10 :]
+
+
+def test_the_losing_preset_wins_long_enough_to_leave_experience_first() -> None:
+    # Experience is never downgraded: the losses must come after the gate of.
+    days = by_day(trades_of(simulate(seed=7, **LOSING_PRESET)))
+    win_rate, payoff = win_rate_and_payoff([t.pnl for day in days[:20] for t in day])
+
+    assert win_rate >= Decimal("0.60")
+    assert payoff >= Decimal("1.5")
+
+
 def test_the_losing_preset_for_seed_7_loses_three_in_a_row_within_40_days() -> None:
     trades = trades_of(simulate(seed=7, **LOSING_PRESET))
     days = by_day(trades)[:40]
@@ -133,6 +151,7 @@ def test_the_losing_preset_for_seed_7_loses_three_in_a_row_within_40_days() -> N
         ({"risk": Decimal("-1")}, "risk"),
         ({"starting_equity": Decimal("NaN")}, "starting_equity"),
         ({"tz": "Nowhere/Special"}, "timezone"),
+        ({"warmup_days": -1}, "warmup_days"),
     ],
 )
 def test_an_out_of_range_argument_is_refused_by_name(bad: dict[str, Any], named: str) -> None:
