@@ -462,7 +462,31 @@ def advance(state: AccountState, at: datetime, now: datetime, policy: Policy, ca
 # -- sessions ------------------------------------------------------------------------------------
 
 
-def session_record(state: AccountState, day: date, cal: Calendar) -> JSON:
+def size_at_close(state: AccountState, day: date, cal: Calendar, policy: Policy) -> Decimal:
+    """The position size as of the end of `day`'s session, from the data alone (R-2.7).
+
+    Computed from the trades through that day and the equity known at its end, not from the
+    moment the close was processed, so the record is the same in any arrival order (R-10.4).
+    """
+    meta = _meta(state, day)
+    phase = meta.phase_at_close or state.phase
+    last = cal.session_end(day) - timedelta(microseconds=1)  # the session's final instant
+    k = bisect_right(state.recent, day, key=_TRADE_DAY)
+    if k == len(state.recent):
+        tally = state.current  # no later trade applied: the running tally is through `day`
+    else:
+        tally = fold(state.settled, state.recent[:k], ctx_of(state))
+    s = policy.sizes
+    sessions, outcomes = tally.finish_day(state.window).session_outcomes(
+        s.scaling_bonus_sessions)
+    bonus = (sessions >= s.scaling_bonus_sessions
+             and outcomes.win_rate_at_least(s.scaling_bonus_win_rate) is True)
+    size, _why = position_size(phase, tally.win_streak, bonus, state.size_reduced,
+                               equity_at(state, last, cal), policy)
+    return size
+
+
+def session_record(state: AccountState, day: date, cal: Calendar, policy: Policy) -> JSON:
     """The session record of R-2.7, from the day's trades inside the horizon and its meta."""
     meta = _meta(state, day)
     trades = [t for t in state.recent if t.day == day]
@@ -487,8 +511,7 @@ def session_record(state: AccountState, day: date, cal: Calendar) -> JSON:
         end_equity = last_trade_equity if last_trade_equity is not None else start_equity
     return {
         "trading_day": str(day), "phase": meta.phase_at_close or state.phase,
-        "position_size": str(meta.size_at_close if meta.size_at_close is not None
-                             else state.position_size),
+        "position_size": str(size_at_close(state, day, cal, policy)),
         "phases": list(meta.phases), "counted_trades": counted.n, "wins": counted.wins,
         "losses": counted.losses, "breakevens": counted.breakevens,
         "emergency_exits": emergency, "gross_win_pnl": str(gross_win),
@@ -525,7 +548,7 @@ def close_session(state: AccountState, day: date, *, implicit: bool, at: datetim
     state = _put_meta(state, SessionMeta(nxt, phases=(state.phase,),
                                          tripped_at_open=tripped_at_open(state,
                                                                          cal.session_open(nxt))))
-    record = session_record(state, day, cal)
+    record = session_record(state, day, cal, policy)
     out.record("session_closed", record)
     out.emit("session_closed", at, day, record)
     out.closed_days.append(day)
@@ -670,10 +693,11 @@ def apply_trade(state: AccountState, ledger: LedgerView, msg: TradeClosed, polic
     equity = state.equity
     if trade.live and trade.equity_after is not None:
         equity = _with_report(equity, EquityReport(trade.closed_at, trade.day, trade.equity_after))
-    state = _insert_trade(state, trade, equity)
     late = state.current_day is not None and trade.day < state.current_day
+    before = _closed_records(state, trade.day, cal, policy) if late else {}
+    state = _insert_trade(state, trade, equity)
     if late:
-        state = _amend(state, trade.day, cal, out)
+        state = _amend(state, before, cal, policy, out, always=trade.day)
     state = _touch_phase(state, trade.day if not late else None)
     if state.in_epoch(trade) and state.phase in LIVE_PHASES and not state.halted:
         fired = _triggers(state, trade, policy, cal)
@@ -705,15 +729,33 @@ def _insert_trade(state: AccountState, trade: Trade,
     return recompute_current(replace(state, recent=tuple(recent), high_water=hw, equity=equity))
 
 
-def _amend(state: AccountState, day: date, cal: Calendar, out: _Out) -> AccountState:
-    """R-10.4: a late trade amends its closed session (never on the gate, R-3.8)."""
-    meta = state.session(day)
-    if meta is None or not meta.closed:
-        return state
-    state = _put_meta(state, replace(meta, amended=True))
-    record = session_record(state, day, cal)
-    out.record("session_amended", record)
-    out.emit("session_amended", cal.session_end(day), day, record)
+def _closed_records(state: AccountState, since: date, cal: Calendar,
+                    policy: Policy) -> dict[date, JSON]:
+    """The records of the closed sessions from `since` on, as they stand now."""
+    return {m.day: session_record(state, m.day, cal, policy)
+            for m in state.sessions if m.closed and m.day >= since}
+
+
+def _same(a: JSON, b: JSON) -> bool:
+    return {k: v for k, v in a.items() if k != "amended"} == {
+        k: v for k, v in b.items() if k != "amended"}
+
+
+def _amend(state: AccountState, before: dict[date, JSON], cal: Calendar, policy: Policy,
+           out: _Out, *, always: date | None, at: datetime | None = None) -> AccountState:
+    """R-10.4: late input amends its closed session, and every later closed session whose
+    record it changes (equity, size); never on the gate (R-3.8)."""
+    for day in sorted(before):
+        meta = state.session(day)
+        if meta is None or not meta.closed:
+            continue
+        if day != always and _same(before[day], session_record(state, day, cal, policy)):
+            continue
+        state = _put_meta(state, replace(meta, amended=True))
+        record = session_record(state, day, cal, policy)
+        out.record("session_amended", record)
+        out.emit("session_amended", at if at is not None and day == always
+                 else cal.session_end(day), day, record)
     return state
 
 
@@ -806,20 +848,21 @@ def apply_session_ended(state: AccountState, ledger: LedgerView, msg: SessionEnd
     out = _Out()
     if state.clock == "message":
         state = replace(state, clock_at=max(state.clock_at or msg.ended_at, msg.ended_at))
+    closed_already = state.current_day is None or day < state.current_day
+    before = _closed_records(state, day, cal, policy) if closed_already else {}
     if msg.equity is not None:
         state = _add_report(state, EquityReport(msg.ended_at, day, msg.equity))
-    if state.current_day is None or day < state.current_day:
-        # R-10.3: a later session_ended amends only the end equity.
+    if closed_already:
+        # R-10.3: a later session_ended amends only the end equity (and, through it, the
+        # equity later closed sessions started from).
         meta = state.session(day)
         if meta is None or msg.equity is None or meta.end_equity == msg.equity:
             return Decision(original, "duplicate")  # nothing to amend: changes nothing
-        state = _put_meta(state, replace(meta, end_equity=msg.equity, amended=True))
-        record = session_record(state, day, cal)
-        out.record("session_amended", record)
-        out.emit("session_amended", msg.ended_at, day, record)
+        state = _put_meta(state, replace(meta, end_equity=msg.equity))
+        state = _amend(state, before, cal, policy, out, always=day, at=msg.ended_at)
         state = refresh_size(state, policy, cal, msg.ended_at, out, cause)
         return out.decision(_bump(state, now, cal))
-    if day > state.current_day:
+    if state.current_day is not None and day > state.current_day:
         state = close_through(state, cal.previous_trading_day(day), now=now, ledger=ledger,
                               policy=policy, cal=cal, out=out, cause=cause)
     state = close_session(state, day, implicit=False, at=msg.ended_at, now=now, ledger=ledger,

@@ -249,12 +249,6 @@ def test_r10_4_any_arrival_order_gives_the_same_metrics_and_session_records(seed
     assert records(shuffled) == records(in_order)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: session records depend on arrival order once equity is reported (R-10.4): "
-    "(1) a late live trade's equity_after changes the start (and fallback end) equity of later "
-    "sessions that already closed, but only its own session is amended; (2) position_size at "
-    "close is the size when the close was processed, so sessions closed implicitly by an early "
-    "later-day trade keep a size computed from other equity and streaks"))
 def test_r10_4_late_equity_reports_give_the_same_session_records_in_any_order() -> None:
     in_order = replay(list(range(len(SCHEDULE))), mode="live")
 

@@ -181,12 +181,12 @@ def paper_histories(draw: st.DrawFn) -> dict[str, Any]:
         st.sampled_from(["regular", "regular", "regular", "emergency_exit"]),
         st.none() | st.integers(0, 3 * 86_400),  # opened this many seconds before closing
     )))
-    report_equity = draw(st.booleans())
-    equities = draw(st.lists(st.integers(0, 10**9).map(lambda c: Decimal(c).scaleb(-2)),
-                             min_size=len(days), max_size=len(days)))
+    # each session_ended reports an equity or not, independently (late reports amend later
+    # sessions' start equity, R-10.4)
+    equities = draw(st.lists(st.none() | st.integers(0, 10**9).map(
+        lambda c: Decimal(c).scaleb(-2)), min_size=len(days), max_size=len(days)))
     order = draw(st.permutations(range(len(trades))))
-    return {"days": days, "trades": trades, "order": order,
-            "equities": equities if report_equity else [None] * len(days)}
+    return {"days": days, "trades": trades, "order": order, "equities": equities}
 
 
 def paper_messages(h: dict[str, Any]) -> tuple[list[TradeClosed], list[SessionEnded]]:
@@ -211,7 +211,7 @@ def test_r10_4_histories_without_transitions_give_the_same_metrics_and_records_i
     (microsecond times), P&L -500.00 .. 500.00 in cents including zero, kind regular or
     emergency_exit, opened_at absent or up to three days before closing (so also before the
     registration, outside the epoch); then one session_ended per day, in day order, at 16:00,
-    either every one reporting an equity or none. At most six trading days means no trade or
+    each reporting an equity or not. At most six trading days means no trade or
     session_ended is ever before the horizon (R-10.3), so no arrival order dead-letters anything.
 
     Claim (R-10.4): sending the trades in any order, then the session ends, gives the same
