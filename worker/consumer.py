@@ -371,6 +371,7 @@ class ShardConsumer:
     def _shard_round(self, k: int, block_ms: int | None,
                      prefetched: list[Any] | None = None) -> int:
         entries: list[Any] = []
+        retrying = k in self._needs_pending  # pending entries may carry failure counts
         if prefetched is not None:
             entries = prefetched
             if not entries and k in self._needs_pending:
@@ -388,7 +389,7 @@ class ShardConsumer:
         if self.fault_hook:
             self.fault_hook("after_read")
         try:
-            self._process(k, entries)
+            self._process(k, entries, clear_failures=retrying)
         except (LeaseLost, Contention):
             raise
         except Exception:
@@ -408,7 +409,7 @@ class ShardConsumer:
         """R-10.6: retry one at a time; the 5th failure of a message dead-letters it."""
         entry_id = _text(entry[0])
         try:
-            self._process(k, [entry])
+            self._process(k, [entry], clear_failures=True)
         except (LeaseLost, Contention):
             raise
         except Exception as exc:
@@ -418,6 +419,7 @@ class ShardConsumer:
                 self._give_up(k, entry, exc)
 
     def _give_up(self, k: int, entry: tuple[Any, Any], exc: Exception) -> None:
+        started = time.perf_counter()
         entry_id, fields = _text(entry[0]), entry[1]
         account = _guess_account(fields)
         watch = [self.keys.state(k, account)] if account else []
@@ -448,9 +450,16 @@ class ShardConsumer:
         transact(self.client, watch, gather, stage, lease_key=self.keys.lease(k),
                  owner=self.name)
         self._cache.pop(account or "", None)
+        # R-12.4: its one line, like every handled message
+        log.info("message", shard=k, account_id=account, entry_id=entry_id,
+                 outcome="dead_letter", reason="processing_failed",
+                 latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
     # -- one batch -------------------------------------------------------------------------------
-    def _process(self, k: int, entries: list[tuple[Any, Any]]) -> None:
+    def _process(self, k: int, entries: list[tuple[Any, Any]], *,
+                 clear_failures: bool = False) -> None:
+        """One transaction for the batch. `clear_failures`: these entries were retried, so
+        their R-10.6 failure counts go in the same EXEC as their effects."""
         started = time.perf_counter()
         items: list[_Item] = []
         for raw_id, fields in entries:
@@ -474,7 +483,11 @@ class ShardConsumer:
             commits.clear()
             if self.fault_hook:
                 self.fault_hook("before_exec")
-            return self._stage(k, items, loaded, outcomes, commits)
+            staging = self._stage(k, items, loaded, outcomes, commits)
+            if clear_failures:
+                ids = [i.entry_id for i in items]
+                staging.raw(lambda p: p.hdel(self.keys.failures(k), *ids))
+            return staging
 
         transact(self.client, state_keys, gather, stage, lease_key=self.keys.lease(k),
                  owner=self.name)

@@ -118,9 +118,6 @@ def test_a_batch_that_fails_before_exec_writes_nothing_and_stays_pending(h: Harn
     assert h.pending() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="the R-10.6 failure count of a message is only deleted "
-                   "when it is dead-lettered: one that failed and then succeeded leaves its "
-                   "field in P:{s<k>}:failures for ever")
 def test_a_message_that_failed_once_and_then_succeeded_leaves_no_failure_count(
         h: Harness) -> None:
     h.bootstrap()

@@ -109,9 +109,6 @@ def test_r12_4_a_batch_retried_one_message_at_a_time_still_logs_each_message_onc
     assert sorted(line["entry_id"] for line in message_lines(logs)) == sorted(sent)
 
 
-@pytest.mark.xfail(strict=True, reason="R-12.4: a message dead-lettered `processing_failed` "
-                   "after its fifth failure (ShardConsumer._give_up) gets no `message` line: "
-                   "only the five `message_failed` errors, none with its outcome and latency")
 def test_r12_4_a_message_dead_lettered_after_five_failures_gets_its_line_too(
         h: Harness) -> None:
     h.bootstrap()
