@@ -433,7 +433,7 @@ class ShardConsumer:
                 return None
 
         def stage(loaded: _Loaded | None) -> Staging:
-            st = Staging(self.keys, k)
+            st = Staging(self.keys, k, self.policy.current.delivery.events_maxlen)
             st.deadletter(reason="processing_failed", error=repr(exc), source_id=entry_id,
                           type_=_field(fields, "type"), data=_field(fields, "data"),
                           account_id=account)
@@ -580,7 +580,7 @@ class ShardConsumer:
                outcomes: list[tuple[_Item, str, str | None]],
                commits: dict[str, tuple[str, AccountState, dict[str, str]]]) -> Staging:
         policy = self.policy.current
-        staging = Staging(self.keys, k)
+        staging = Staging(self.keys, k, self.policy.current.delivery.events_maxlen)
         now = loaded.now
         states = dict(loaded.states)
         dirty: dict[str, int] = {}  # account -> dead letters added in this batch
@@ -702,6 +702,7 @@ class ShardConsumer:
         """R-10.5: close sessions whose end + grace has passed, for redis-clock accounts.
 
         One whole pass over shard k's registry; returns the accounts swept."""
+        self.policy.refresh()  # the effective policy, also when called outside run_once
         cursor, swept, _ = self._sweep_chunk(k, 0)
         while cursor:
             cursor, n, _ = self._sweep_chunk(k, cursor)
@@ -765,7 +766,7 @@ class ShardConsumer:
         commits: dict[str, tuple[str, AccountState]] = {}
 
         def stage(loaded: _Loaded) -> Staging:
-            staging = Staging(self.keys, k)
+            staging = Staging(self.keys, k, self.policy.current.delivery.events_maxlen)
             commits.clear()
             st = loaded.states.get(account)
             if st is None:

@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 from contracts.client import PhaseguardClient
 from worker.domain.decide import new_account
 from worker.domain.model import Registration
+from worker.domain.policy import DEFAULT_POLICY
 from worker.redis_acl import Role
-from worker.store import uow
 from worker.store.codec import encode_state
 from worker.store.keys import CONSUMER_GROUP, consumer_name
 
@@ -343,12 +343,12 @@ def test_with_nothing_pending_the_inbox_keeps_a_day_before_the_last_delivered(
     assert len(remaining) < len(old)
 
 
-def test_event_streams_are_appended_with_an_approximate_maxlen(
-        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The constant the staging code passes to XADD MAXLEN ~ (R-9.2); the real 1,000,000 would
-    # need a million events to observe.
-    monkeypatch.setattr(uow, "EVENTS_MAXLEN", 10)
-    keys = h.bootstrap()
+def test_event_streams_are_appended_with_the_policys_approximate_maxlen(h: Harness) -> None:
+    # The policy's delivery.events_maxlen goes to XADD MAXLEN ~ (R-9.2); the default 1,000,000
+    # would need a million events to observe.
+    small = DEFAULT_POLICY.model_copy(update={"delivery": {
+        **DEFAULT_POLICY.delivery.model_dump(), "events_maxlen": 10}})
+    keys = h.bootstrap(small)
     k = h.add_account("acct-1")
     _backdate(h, "acct-1", 300)
     consumer = h.consumer()

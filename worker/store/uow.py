@@ -66,9 +66,10 @@ def history_fields(rec: Record, *, occurred_at: datetime, caused_by: str) -> dic
 class Staging:
     """Writes of one transaction, encoded up front and replayed into MULTI in order."""
 
-    def __init__(self, keys: Keys, shard: int) -> None:
+    def __init__(self, keys: Keys, shard: int, events_maxlen: int = EVENTS_MAXLEN) -> None:
         self.keys = keys
         self.shard = shard
+        self.events_maxlen = events_maxlen  # the policy's delivery.events_maxlen (R-9.2)
         self.ops: list[Callable[[Pipeline], object]] = []
         self.acks: list[str] = []
         self.event_count = 0
@@ -100,7 +101,8 @@ class Staging:
                               occurred_at=occurred_at, caused_by=caused_by)
         key = self.keys.events(self.shard)
         self.ops.append(lambda p: p.xadd(key, fields,  # type: ignore[arg-type]
-                                         maxlen=EVENTS_MAXLEN, approximate=True))
+                                         maxlen=self.events_maxlen,
+                                         approximate=True))
 
     def deadletter(self, *, reason: str, error: str, source_id: str, type_: str, data: str,
                    account_id: str | None) -> None:
