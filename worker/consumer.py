@@ -212,7 +212,10 @@ class ShardConsumer:
             self.balance()
         self.policy.refresh()
         batches = self._read_all(sorted(self.owned)) if block_ms is None else {}
-        if self.parallel > 1 and block_ms is None:
+        # Threads overlap the waiting for fsyncs, which is what a round of small batches is
+        # made of; a backlog's full batches are CPU work, where they only take turns.
+        if (self.parallel > 1 and block_ms is None
+                and sum(map(len, batches.values())) < self.batch):
             handled = self._parallel_round(batches, clock)
         else:
             handled = self._sequential_round(batches, clock, block_ms)

@@ -38,7 +38,10 @@ _US = timedelta(microseconds=1)
 # its text, whether that text is already JSON-quoted). Entries hold strong references, so an id is
 # never reused while it is a key. Cleared whole when full: a miss only costs a re-encode.
 _TRADE_CACHE: dict[int, tuple[Trade, Trade | None, str, bool]] = {}
-_TRADE_CACHE_MAX = 1 << 15
+# Sized for a shard owner: ~1,000 accounts x the ~120 trades of their horizons (measured: at
+# 32,768 a two-process worker cleared it over and over, 29 µs vs 12 µs of encoding a message);
+# at ~100 bytes an entry that is ~20 MB at most.
+_TRADE_CACHE_MAX = 1 << 17
 # Encoded tallies and session windows by object identity, the same way: the settled tally and the
 # session window change about once a trading day, not with every trade.
 _MEMO: dict[int, tuple[object, Any]] = {}
