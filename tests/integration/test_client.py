@@ -9,15 +9,12 @@ What the client reads was written by the worker: P:meta and the shard calendars 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 
 import pytest
-import redis
 
 from contracts.client import PhaseguardClient
 from contracts.errors import InvalidMessage
-from worker.redis_acl import Role
 
 from .helpers import (
     PREFIX,
@@ -31,15 +28,6 @@ from .helpers import (
 
 pytestmark = pytest.mark.redis
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture
-def h(redis_admin: redis.Redis, role_url: Callable[[Role], str]) -> Iterator[Harness]:
-    harness = Harness(redis_admin, role_url)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def meta_field(h: Harness, name: str) -> dict[str, list[object]]:

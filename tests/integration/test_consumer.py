@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 
 import pytest
-import redis
 from structlog.testing import capture_logs
 
 from contracts.client import PhaseguardClient
 from worker.domain.decide import new_account
 from worker.domain.model import Registration
 from worker.domain.policy import DEFAULT_POLICY
-from worker.redis_acl import Role
 from worker.store.codec import encode_state
 from worker.store.keys import CONSUMER_GROUP, consumer_name
 
@@ -31,15 +28,6 @@ from .helpers import (
 
 pytestmark = pytest.mark.redis
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture
-def h(redis_admin: redis.Redis, role_url: Callable[[Role], str]) -> Iterator[Harness]:
-    harness = Harness(redis_admin, role_url)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def _backdate(h: Harness, account: str, trading_days: int) -> date:

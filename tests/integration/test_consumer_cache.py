@@ -4,30 +4,18 @@ writes send only changed fields, and shards processed at once give what one at a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import redis
 
-from worker.redis_acl import Role
 from worker.store.codec import decode_state, encode_state
 
 from .helpers import Harness, accounts_on_shard, drain, trade
 
 pytestmark = pytest.mark.redis
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture
-def h(redis_admin: redis.Redis, role_url: Callable[[Role], str]) -> Iterator[Harness]:
-    harness = Harness(redis_admin, role_url)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def _halt_behind_the_consumers_back(h: Harness, account: str) -> None:

@@ -8,15 +8,10 @@ worker's leases expire and re-reads the pending entries first.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import redis
-
-from worker.redis_acl import Role
-from worker.redis_server import RedisServer
 
 from .helpers import (
     Harness,
@@ -33,25 +28,6 @@ pytestmark = pytest.mark.redis
 LEASE_MS = 1500  # the killed worker's lease: the successor waits for it to expire
 SUCCESSOR_LEASE_MS = 600  # short, so the successor re-balances every 0.2 s
 REPETITIONS = 20
-
-
-@pytest.fixture
-def h(redis_admin: redis.Redis, role_url: Callable[[Role], str]) -> Iterator[Harness]:
-    harness = Harness(redis_admin, role_url)
-    try:
-        yield harness
-    finally:
-        harness.close()
-
-
-@pytest.fixture
-def procs(redis_server: RedisServer, role_url: Callable[[Role], str],
-          tmp_path: Path) -> Iterator[WorkerProcesses]:
-    workers = WorkerProcesses(role_url("worker"), tmp_path)
-    try:
-        yield workers
-    finally:
-        workers.close()
 
 
 @pytest.mark.parametrize("repetition", range(REPETITIONS))

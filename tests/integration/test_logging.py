@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from structlog.testing import capture_logs
 
 from worker.redis_acl import Role
@@ -35,15 +34,6 @@ from .helpers import (
 
 pytestmark = pytest.mark.redis
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture
-def h(redis_admin: redis.Redis, role_url: Callable[[Role], str]) -> Iterator[Harness]:
-    harness = Harness(redis_admin, role_url)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def message_lines(logs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from contracts.messages import SessionEnded, TradeClosed
 from worker.domain.policy import DEFAULT_POLICY, Policy
-from worker.redis_acl import Role
-from worker.redis_server import RedisServer
 
 from .helpers import (
     Harness,
@@ -66,25 +62,6 @@ def small_gates_policy() -> Policy:
 
 
 POLICY = small_gates_policy()
-
-
-@pytest.fixture
-def h(redis_admin: redis.Redis, role_url: Callable[[Role], str]) -> Iterator[Harness]:
-    harness = Harness(redis_admin, role_url)
-    try:
-        yield harness
-    finally:
-        harness.close()
-
-
-@pytest.fixture
-def procs(redis_server: RedisServer, role_url: Callable[[Role], str],
-          tmp_path: Path) -> Iterator[WorkerProcesses]:
-    workers = WorkerProcesses(role_url("worker"), tmp_path)
-    try:
-        yield workers
-    finally:
-        workers.close()
 
 
 def plan() -> dict[str, list[list[Decimal]]]:

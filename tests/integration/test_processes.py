@@ -49,15 +49,6 @@ DEFAULT_POLICY_TOML = Path(worker.__file__).parent / "default_policy.toml"
 
 
 @pytest.fixture
-def h(redis_admin: redis.Redis, role_url: Callable[[Role], str]) -> Iterator[Harness]:
-    harness = Harness(redis_admin, role_url)
-    try:
-        yield harness
-    finally:
-        harness.close()
-
-
-@pytest.fixture
 def unsafe_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A throwaway redis-server without the AOF (`appendonly no`), with the R-7.14 users."""
     with RedisServer(tmp_path / "unsafe-redis", prefix=PREFIX, unsafe=True) as server:

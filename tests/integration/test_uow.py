@@ -6,7 +6,6 @@ these tests prove no-commit, exception in gather, a concurrent change and a lost
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +13,6 @@ import redis
 from redis.client import Pipeline
 
 from worker.domain.decide import Emitted, Record
-from worker.redis_acl import Role
 from worker.store.keys import Keys
 from worker.store.uow import Contention, LeaseLost, Staging, transact
 
@@ -25,15 +23,6 @@ ACCOUNT = "acct-1"
 K = Keys(PREFIX, 16).shard(ACCOUNT)
 OWNER = "worker-a"
 AT = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def h(redis_admin: redis.Redis, role_url: Callable[[Role], str]) -> Iterator[Harness]:
-    harness = Harness(redis_admin, role_url)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 @pytest.fixture
