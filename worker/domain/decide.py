@@ -19,7 +19,7 @@ from typing import Any
 
 from contracts.messages import SessionEnded, TradeClosed
 from worker.domain.calendar import Calendar
-from worker.domain.metrics import EpochContext, Outcomes, Tally, Window, fold
+from worker.domain.metrics import EpochContext, Outcomes, Tally, Window, fold, q4
 from worker.domain.model import (
     LIVE_PHASES,
     PHASES,
@@ -337,8 +337,6 @@ def metrics_snapshot(state: AccountState, policy: Policy) -> JSON:
 
 
 def _ratio(value: Decimal | None) -> str | None:
-    from worker.domain.metrics import q4
-
     return None if value is None else q4(value)
 
 
@@ -540,7 +538,7 @@ def close_session(state: AccountState, day: date, *, implicit: bool, at: datetim
     if state.phase == "proof" and in_epoch:
         state = _count_no_entry(state, meta, ledger_day)
     meta = replace(meta, closed=True, implicit=implicit, end_equity=end_equity,
-                   phase_at_close=state.phase, size_at_close=state.position_size,
+                   phase_at_close=state.phase,
                    denials=ledger_day.denial_counts if ledger_day else ())
     state = _put_meta(state, meta)
     nxt = cal.next_trading_day(day)

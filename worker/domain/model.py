@@ -70,7 +70,6 @@ class SessionMeta:
     end_equity: Decimal | None = None
     phases: tuple[Phase, ...] = ()
     phase_at_close: Phase | None = None
-    size_at_close: Decimal | None = None
     breaker_trips: int = 0
     tripped_at_open: bool = False
     denials: tuple[tuple[str, int], ...] = ()

@@ -22,7 +22,7 @@ from typing import Any
 from worker.domain.metrics import EpochContext, Outcomes, SessionAgg, Tally, Window
 from worker.domain.model import AccountState, EquityReport, Kind, SessionMeta, Trade
 
-CODEC_VERSION = 2
+CODEC_VERSION = 3  # 3: sessions no longer store a size at close (derived)
 _KINDS: tuple[Kind, ...] = ("regular", "emergency_exit", "manual")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Denial reasons of the entry script (R-4.2 ..) written as their index in a session's
@@ -338,16 +338,16 @@ def _dec_tally(v: list[Any]) -> Tally:
 
 def _enc_meta(m: SessionMeta) -> list[Any]:
     return [m.day.toordinal(), int(m.closed), int(m.implicit), int(m.amended), _d(m.end_equity),
-            list(m.phases), m.phase_at_close, _d(m.size_at_close), m.breaker_trips,
+            list(m.phases), m.phase_at_close, m.breaker_trips,
             int(m.tripped_at_open),
             [x for r, n in m.denials for x in (_DENIAL_INDEX.get(r, r), n)]]
 
 
 def _dec_meta(v: list[Any]) -> SessionMeta:
     return SessionMeta(date.fromordinal(v[0]), bool(v[1]), bool(v[2]), bool(v[3]), _dec(v[4]),
-                       tuple(v[5]), v[6], _dec(v[7]), v[8], bool(v[9]),
+                       tuple(v[5]), v[6], v[7], bool(v[8]),
                        tuple((_DENIALS[r] if type(r) is int else str(r), int(n))
-                             for r, n in zip(v[10][::2], v[10][1::2], strict=True)))
+                             for r, n in zip(v[9][::2], v[9][1::2], strict=True)))
 
 
 # -- the state ---------------------------------------------------------------------------------
