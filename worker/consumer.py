@@ -3,6 +3,10 @@
 Per shard batch: **gather** (decode, WATCH lease and states, read states, ledgers, registry and
 the clock in one round trip), **decide** (the pure core, once per message, in inbox order),
 **apply** (state, history, events, dead letters, ledger clean-up and XACK in one MULTI/EXEC).
+
+`run()` (the service) gives each owned shard a thread that blocks on its inbox and applies each
+batch as it arrives; `run_once()` (tests) reads every owned shard once and processes that round.
+docs/decisions.md ("Delivery") says why.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import threading
 import time
 import uuid
 import weakref
@@ -45,16 +50,29 @@ from worker.store.codec import StateCodecError, decode_state
 from worker.store.keys import CONSUMER_GROUP, Keys, consumer_name
 from worker.store.ledger import cleanup_fields, read_ledger
 from worker.store.runtime import PolicyHolder, policy_for, redis_now
-from worker.store.uow import Contention, LeaseLost, Staging, dumps, transact
+from worker.store.uow import (
+    Command,
+    Contention,
+    LeaseLost,
+    Staging,
+    dumps,
+    round_trip,
+    transact,
+    transact_reads,
+)
 
 log = structlog.get_logger("phaseguard.consumer")
 
 BATCH = 1000  # entries per XREADGROUP per shard: one transaction each (BENCHMARKS.md)
 PARALLEL = 4  # shards whose batches one worker processes at once, in threads (run_once)
-GC_THRESHOLDS = (50_000, 20, 10)  # gc.set_threshold of a worker process (tune_gc)
+GC_THRESHOLDS = (1_000, 5, 10)  # gc.set_threshold of a worker process (tune_gc)
 LEASE_MS = 10_000  # lease expiry; renewed every LEASE_MS / 3
 SWEEP_EVERY_S = 30.0  # session-close sweep period (R-10.5)
-SWEEP_BUDGET = 500  # registry entries a round's sweep looks at, at most (more on small shards)
+SWEEP_BUDGET = 100  # registry entries a sweep chunk looks at, at most (more on small shards)
+TICK_S = 0.1  # the service loop's periodic work: at most this late (and a stop noticed)
+SWEEP_PAUSE_S = 0.01  # between two chunks of a sweep pass in the service loop
+LOOP_BLOCK_MS = 250  # a shard loop's blocking read: how soon it notices a stop
+LOOP_JOIN_S = 30.0  # waiting for a shard loop to finish its batch when it is stopped
 TRIM_EVERY_S = 300.0  # inbox trimming period (R-10.7)
 CALENDAR_EVERY_S = 3600.0  # republish the shard calendars for the entry script
 CALENDAR_DAYS = 400  # session opens published ahead (R-9.2)
@@ -77,15 +95,28 @@ return 0
 
 
 def tune_gc() -> None:
-    """Collect cyclic garbage less often in a worker process (its composition root calls this).
+    """The garbage collector of a worker process (its composition root calls this).
 
-    A worker allocates many short-lived objects per message and keeps many long-lived ones
-    (the decoded states), so CPython's default thresholds (700, 10, 10) ran a full collection,
-    tens of milliseconds scanning every cached state, every few seconds: about a tenth of the
-    CPU of a backlog, and a pause in the middle of batches. Nearly everything is freed by
-    reference counting; the rare cycles still go at the next (rarer) collection.
+    A worker keeps many long-lived objects (the decoded states of its accounts: immutable, so
+    never part of a reference cycle) and allocates many short-lived ones per message, nearly
+    all freed by reference counting. CPython's collector would scan the long-lived ones again
+    and again: a full collection over tens of thousands of cached states stopped every thread
+    of the process for 50-200 ms, the tail of publish -> event (BENCHMARKS.md), and with larger
+    thresholds even a young collection took tens of milliseconds.
+
+    So young collections stay small (short pauses), and whatever survived a generation-1
+    collection, i.e. two collections, is frozen (`gc.freeze`): moved out of the collector's
+    sight for good. Cycles that die young are still collected; the price is that a cycle among
+    long-lived objects that dies later is never freed, which this process does not make.
     """
     gc.set_threshold(*GC_THRESHOLDS)
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+
+
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and info["generation"] >= 1:
+        gc.freeze()  # O(1): the generations' lists are spliced onto the permanent one
 
 
 def calendar_blob(policy: Policy, start: date, count: int = CALENDAR_DAYS) -> str:
@@ -118,6 +149,12 @@ class _Loaded:
 
 
 @dataclass
+class _ShardLoop:
+    thread: threading.Thread
+    stop: threading.Event
+
+
+@dataclass
 class ShardConsumer:
     """Owns shard leases and processes their inboxes. `run_once()` is the finite mode for tests."""
 
@@ -142,6 +179,10 @@ class ShardConsumer:
     _next_calendar: dict[int, float] = field(default_factory=dict)
     _cal_days: dict[str, date] = field(default_factory=dict)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _loops: dict[int, _ShardLoop] = field(default_factory=dict, repr=False)  # run(): per shard
+    _loop_failure: Exception | None = field(default=None, repr=False)
+    loop_handled: dict[int, int] = field(default_factory=dict)  # run(): entries handled, by shard
+    _wake: threading.Event = field(default_factory=threading.Event, repr=False)
 
     # -- leases (R-10.1) -------------------------------------------------------------------------
     def balance(self) -> None:
@@ -153,23 +194,30 @@ class ShardConsumer:
         pipe.zadd(self.keys.workers, {self.name: now_ms + self.lease_ms})
         pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms)
         pipe.zcard(self.keys.workers)
-        for k in sorted(self.owned):
+        # once: a shard loop may drop a shard meanwhile (LeaseLost). A shard with a running loop
+        # is renewed by that loop, between its transactions: renewing touches the lease key that
+        # every transaction WATCHes, so from here it would make an in-flight batch start over.
+        held = [k for k in sorted(self.owned) if not self._loop_running(k)]
+        for k in held:
             pipe.eval(_RENEW, 1, self.keys.lease(k), self.name, self.lease_ms)
         res = pipe.execute()
         live = max(1, int(res[2]))
-        for k, ok in zip(sorted(self.owned), res[3:], strict=True):
+        for k, ok in zip(held, res[3:], strict=True):
             if not ok:
                 self.owned.discard(k)
                 log.warning("lease_lost", shard=k)
         # A worker whose lease expired unnoticed may still have read entries of a shard we own
         # (they are pending under the shard's consumer name, and ">" never returns them again):
         # look at the pending entries once per renewal.
-        self._needs_pending |= self.owned
+        self._needs_pending.update(held)
         share = math.ceil(self.keys.shards / live)
         if self.max_shards is not None:
             share = min(share, self.max_shards)
-        while len(self.owned) > share:
-            k = max(self.owned)
+        excess = sorted(self.owned, reverse=True)[:max(0, len(self.owned) - share)]
+        # their loops end first (with the batch in hand): a read one had blocked in could
+        # otherwise take entries after the next owner started
+        self._stop_loops(excess)
+        for k in excess:
             r.eval(_RELEASE, 1, self.keys.lease(k), self.name)
             self.owned.discard(k)
             log.info("lease_released", shard=k)
@@ -189,6 +237,7 @@ class ShardConsumer:
         self._next_renew = time.monotonic() + self.lease_ms / 3000
 
     def release_all(self) -> None:
+        self._stop_loops(list(self._loops))
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -219,15 +268,7 @@ class ShardConsumer:
             handled = self._parallel_round(batches, clock)
         else:
             handled = self._sequential_round(batches, clock, block_ms)
-        if clock >= self._next_sweep:
-            self._sweeps = dict.fromkeys(sorted(self.owned), 0)
-            self._next_sweep = clock + SWEEP_EVERY_S
-        if self._sweeps:
-            self._sweep_some()
-        if clock >= self._next_trim:
-            for k in sorted(self.owned):
-                self.trim(k)
-            self._next_trim = clock + TRIM_EVERY_S
+        self._sweep_and_trim(clock)
         return handled
 
     def _sequential_round(self, batches: dict[int, list[Any]], clock: float,
@@ -298,61 +339,121 @@ class ShardConsumer:
             raise failure
         return handled
 
-    def run(self, should_stop: Callable[[], bool], block_ms: int = 1000) -> None:
-        """Until should_stop(): a stop signal lets the batch in hand finish (graceful stop)."""
+    def run(self, should_stop: Callable[[], bool], block_ms: int = LOOP_BLOCK_MS) -> None:
+        """The service loop, until should_stop(): each owned shard has its own thread that
+        blocks on the shard's inbox and applies a batch the moment it arrives (`_shard_loop`);
+        this thread keeps the leases, the calendars, the sweep and the trimming.
+
+        A stop signal lets every loop finish the batch in hand (graceful stop): a loop blocked
+        on an empty inbox notices within `block_ms`.
+        """
         backoff = 0.0
         try:
             while not should_stop():
                 try:
-                    # Never block on one shard's inbox while others have input: with 16 shards
-                    # that made a message wait up to 16 blocking reads. Read every owned shard
-                    # without blocking, and when none had anything, wait on all at once.
-                    if (self.run_once() == 0 and self.owned and not self._sweeps
-                            and not should_stop()):
-                        self.wait_for_input(block_ms)
+                    if self._loop_failure is not None:
+                        failure, self._loop_failure = self._loop_failure, None
+                        raise failure
+                    self.housekeeping()
+                    for k in sorted(self.owned):
+                        loop = self._loops.get(k)
+                        if loop is None or not loop.thread.is_alive():
+                            self._start_loop(k, block_ms)
                     backoff = 0.0
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     # Redis away: keep nothing half-done (uncommitted batches stay pending),
                     # retry with a capped exponential backoff, re-taking leases on return
                     backoff = min(5.0, max(0.1, backoff * 2))
                     log.error("redis_unavailable", error=str(exc), retry_in_s=backoff)
+                    self._stop_loops(list(self._loops))
                     self.owned.clear()
                     self._next_renew = 0.0
                     time.sleep(backoff)
                     continue
-                if not self.owned and not should_stop():
-                    # no shard to own yet: wait for the next balancing round
-                    time.sleep(min(1.0, self.lease_ms / 3000))
+                # the next periodic job is at most a tick away; a pass of the sweep goes on
+                # chunk by chunk, a short pause between chunks
+                self._wake.wait(SWEEP_PAUSE_S if self._sweeps else TICK_S)
+                self._wake.clear()
         finally:
             try:
                 self.release_all()
             except redis.RedisError:
                 log.warning("leases_not_released", detail="they expire by themselves")
 
-    def wait_for_input(self, block_ms: int) -> None:
-        """Block until an owned inbox holds an entry its group has not delivered yet, at most
-        `block_ms` (and never past the next lease renewal).
+    def housekeeping(self) -> None:
+        """The periodic work of the service loop: leases, policy, calendars, sweep, trim."""
+        clock = time.monotonic()
+        if clock >= self._next_renew:
+            self.balance()
+        self.policy.refresh()
+        for k in sorted(self.owned):
+            if clock >= self._next_calendar.get(k, 0.0):
+                self._publish_calendar(k)
+        self._sweep_and_trim(clock)
 
-        Waits from each group's last-delivered id, so an entry added after the last read,
-        even before this call, ends the wait at once.
-        """
-        shards = sorted(self.owned)
-        pipe = self.client.pipeline(transaction=False)
-        for k in shards:
-            pipe.xinfo_groups(self.keys.inbox(k))
-        since: dict[str, str] = {}
-        for k, groups in zip(shards, pipe.execute(raise_on_error=False), strict=True):
-            if isinstance(groups, Exception):
+    def _sweep_and_trim(self, clock: float) -> None:
+        if clock >= self._next_sweep:
+            self._sweeps = dict.fromkeys(sorted(self.owned), 0)
+            self._next_sweep = clock + SWEEP_EVERY_S
+        if self._sweeps:
+            self._sweep_some()
+        if clock >= self._next_trim:
+            for k in sorted(self.owned):
+                self.trim(k)
+            self._next_trim = clock + TRIM_EVERY_S
+
+    def _start_loop(self, k: int, block_ms: int) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=self._shard_loop, args=(k, stop, block_ms),
+                                  name=f"phase-shard-{k}", daemon=True)
+        self._loops[k] = _ShardLoop(thread, stop)
+        thread.start()
+
+    def _stop_loops(self, shards: list[int]) -> None:
+        """End these shards' loops after the batch in hand and wait for them, all at once."""
+        loops = [(k, loop) for k in shards if (loop := self._loops.pop(k, None)) is not None]
+        for _, loop in loops:
+            loop.stop.set()
+        for k, loop in loops:
+            if loop.thread is threading.current_thread():
                 continue
-            group = next((g for g in groups if _text(g["name"]) == CONSUMER_GROUP), None)
-            if group is not None:
-                since[self.keys.inbox(k)] = _text(group["last-delivered-id"])
-        renew_ms = int((self._next_renew - time.monotonic()) * 1000)
-        wait_ms = max(1, min(block_ms, renew_ms))
-        if since:
-            self.client.xread(since, count=1, block=wait_ms)  # type: ignore[arg-type]
-        else:
-            time.sleep(wait_ms / 1000)
+            loop.thread.join(LOOP_JOIN_S)
+            if loop.thread.is_alive():
+                log.warning("shard_loop_still_running", shard=k)
+
+    def _loop_running(self, k: int) -> bool:
+        loop = self._loops.get(k)
+        return loop is not None and loop.thread.is_alive() and not loop.stop.is_set()
+
+    def _shard_loop(self, k: int, stop: threading.Event, block_ms: int) -> None:
+        """One owned shard: read (pending entries first, R-10.1), apply, again, until stopped
+        or the shard is no longer ours. Each batch is one transaction (`_process`); the loop
+        renews the shard's lease itself, between two batches (see `balance`)."""
+        renew_s = self.lease_ms / 3000
+        renew_at = time.monotonic() + renew_s
+        while not stop.is_set() and k in self.owned:
+            try:
+                if time.monotonic() >= renew_at:
+                    if not self.client.eval(_RENEW, 1, self.keys.lease(k), self.name,
+                                            self.lease_ms):
+                        raise LeaseLost(self.keys.lease(k))
+                    renew_at = time.monotonic() + renew_s
+                    self._needs_pending.add(k)  # as balance() does for the shards it renews
+                n = self._shard_round(k, block_ms)
+                if n:
+                    self.loop_handled[k] = self.loop_handled.get(k, 0) + n  # this loop's key only
+            except LeaseLost:
+                # another worker owns it now: never commit for it again (R-10.1)
+                self.owned.discard(k)
+                log.warning("lease_lost", shard=k)
+                return
+            except Contention:
+                self._needs_pending.add(k)  # the batch stays pending; retried next read
+                log.warning("batch_contention", shard=k)
+            except Exception as exc:  # Redis away (or a bug): the service loop handles it
+                self._loop_failure = exc
+                self._wake.set()
+                return
 
     def _read_all(self, shards: list[int]) -> dict[int, list[Any]]:
         """The next batch of every shard in one round trip: its pending entries if it needs
@@ -475,8 +576,11 @@ class ShardConsumer:
         accounts = list(dict.fromkeys(i.account_id for i in items if i.account_id))
         state_keys = [self.keys.state(k, a) for a in accounts]
 
-        def gather(pipe: Pipeline) -> _Loaded:
-            return self._load(k, accounts)
+        reads, cold = self._load_reads(k, accounts)
+
+        def parse(pipe: Pipeline, replies: list[Any]) -> _Loaded:
+            return self._load_parse(k, accounts, cold, replies,
+                                    lambda commands: round_trip(pipe, commands))
 
         outcomes: list[tuple[_Item, str, str | None]] = []
         commits: dict[str, tuple[str, AccountState, dict[str, str]]] = {}
@@ -492,8 +596,9 @@ class ShardConsumer:
                 staging.raw(lambda p: p.hdel(self.keys.failures(k), *ids))
             return staging
 
-        transact(self.client, state_keys, gather, stage, lease_key=self.keys.lease(k),
-                 owner=self.name)
+        # WATCH, the lease check and every read in one round trip, EXEC in a second
+        transact_reads(self.client, state_keys, reads, parse, stage,
+                       lease_key=self.keys.lease(k), owner=self.name)
         # only what EXEC committed may be cached: a state staged for a transaction that lost
         # its WATCH could otherwise be taken for another writer's state of the same version
         for acc, (version, st, written) in commits.items():
@@ -505,24 +610,40 @@ class ShardConsumer:
                      outcome=outcome, reason=reason, latency_ms=round(elapsed_ms, 3))
 
     def _load(self, k: int, accounts: list[str]) -> _Loaded:
-        """Read under WATCH: clock, registry, each state's version, ledgers; then the whole
-        state hash of the accounts whose cached decoded state is not that version.
+        """`_load_reads` in one round trip of a plain pipeline (the pipeline of `transact` is
+        watching, one command at a time), then `_load_parse`."""
+        reads, cold = self._load_reads(k, accounts)
+        return self._load_parse(k, accounts, cold, self._pipelined(reads), self._pipelined)
+
+    def _pipelined(self, commands: list[Command]) -> list[Any]:
+        rp = self.client.pipeline(transaction=False)
+        for command in commands:
+            rp.execute_command(*command)  # type: ignore[no-untyped-call]
+        return rp.execute()
+
+    def _load_reads(self, k: int, accounts: list[str]) -> tuple[list[Command], set[str]]:
+        """What a batch reads under WATCH: clock, registry, each state's version, ledgers; the
+        whole state hash of the accounts this process has no decoded state of (`cold`)."""
+        cold = {a for a in accounts if a not in self._cache}  # no version to compare: read all
+        reads: list[Command] = [("TIME",)]
+        if accounts:
+            reads.append(("HMGET", self.keys.registry(k), *accounts))
+        for a in accounts:
+            if a in cold:
+                reads.append(("HGETALL", self.keys.state(k, a)))
+            else:
+                reads.append(("HMGET", self.keys.state(k, a), "version", "dead_letters"))
+            reads.append(("HGETALL", self.keys.entries(k, a)))
+        return reads, cold
+
+    def _load_parse(self, k: int, accounts: list[str], cold: set[str], res: list[Any],
+                    read: Callable[[list[Command]], list[Any]]) -> _Loaded:
+        """The replies of `_load_reads`; then, through `read`, the whole state hash of the
+        accounts whose cached decoded state is not the version the hash holds.
 
         Every writer of a state bumps its `version`, so an equal version means the cached
         state (and the fields this process last wrote or read) is what the hash holds.
         """
-        rp = self.client.pipeline(transaction=False)
-        rp.time()
-        if accounts:
-            rp.hmget(self.keys.registry(k), accounts)
-        cold = {a for a in accounts if a not in self._cache}  # no version to compare: read all
-        for a in accounts:
-            if a in cold:
-                rp.hgetall(self.keys.state(k, a))
-            else:
-                rp.hmget(self.keys.state(k, a), ["version", "dead_letters"])
-            rp.hgetall(self.keys.entries(k, a))
-        res = rp.execute()
         now = redis_now(res[0])
         regs_raw = res[1] if accounts else []
         registry: dict[str, dict[str, Any] | None] = {}
@@ -553,10 +674,8 @@ class ShardConsumer:
             else:
                 misses.append(a)
         if misses:
-            rp = self.client.pipeline(transaction=False)
-            for a in misses:
-                rp.hgetall(self.keys.state(k, a))
-            for a, raw in zip(misses, rp.execute(), strict=True):
+            fetched = read([("HGETALL", self.keys.state(k, a)) for a in misses])
+            for a, raw in zip(misses, fetched, strict=True):
                 raw_state = {_text(f): _text(v) for f, v in raw.items()}
                 versions[a] = raw_state.get("version", "")
                 states[a] = self._decode_cached(a, raw_state)

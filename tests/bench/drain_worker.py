@@ -1,12 +1,14 @@
 """A consumer process for the throughput benchmark: `python -m tests.bench.drain_worker`.
 
-It is `phase-worker` minus the signal handling: the same `ShardConsumer`, JSON logging (one line
-per message, R-12.4, to --log) and GC thresholds, with a start line so that process start-up and
-imports stay out of the timing. Protocol on stdin/stdout, one line each:
+It is `phase-worker` minus the signal handling: the same `ShardConsumer` service loop (`run`: a
+thread per owned shard), JSON logging (one line per message, R-12.4, to --log) and GC tuning,
+with a start line so that process start-up and imports stay out of the timing. `--rounds` drives
+the finite mode (`run_once` until a round finds every owned inbox empty) instead.
+Protocol on stdin/stdout, one line each:
   -> "ready <shards owned>"   leases taken (`--max-shards` of them), consumer groups created
   <- "go"                     start
-  -> {"handled": N, "seconds": S}   after the first round that found every owned inbox empty
-  <- "stop" (or EOF)          leases released, exit 0
+  -> {"handled": N, "seconds": S}   once every owned inbox is delivered and acknowledged
+  <- "stop" (or EOF)          exit 0 (the service loop released its leases when done)
 """
 
 from __future__ import annotations
@@ -14,15 +16,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 
 import redis
 
 from worker.consumer import ShardConsumer, tune_gc
 from worker.logging import configure_logging
+from worker.store.keys import CONSUMER_GROUP
 from worker.store.runtime import PolicyHolder, load_keys
 
 READY_TIMEOUT_S = 30.0
+POLL_S = 0.01  # how often the service-loop mode looks whether the owned inboxes are done
+
+
+def drained(client: redis.Redis, inboxes: list[str]) -> bool:
+    """Every entry of these inboxes delivered to the group and acknowledged."""
+    pipe = client.pipeline(transaction=False)
+    for inbox in inboxes:
+        pipe.xinfo_groups(inbox)
+    for groups in pipe.execute():
+        group = next((g for g in groups
+                      if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.encode())), None)
+        if group is None or group["pending"] or group.get("lag"):
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--parallel", type=int, default=None)
     ap.add_argument("--default-gc", action="store_true", help="keep CPython's GC thresholds")
+    ap.add_argument("--rounds", action="store_true", help="run_once rounds, not the service loop")
     ap.add_argument("--log", required=True)
     args = ap.parse_args(argv)
     with open(args.log, "a", encoding="utf-8") as log_file:
@@ -57,17 +76,38 @@ def main(argv: list[str] | None = None) -> int:
             if sys.stdin.readline().strip() != "go":
                 consumer.release_all()
                 return 1
+            if args.rounds:
+                start = time.perf_counter()
+                handled = 0
+                while True:
+                    n = consumer.run_once()
+                    handled += n
+                    if n == 0:
+                        break
+                seconds = time.perf_counter() - start
+                print(json.dumps({"handled": handled, "seconds": seconds}), flush=True)
+                sys.stdin.readline()
+                consumer.release_all()
+                return 0
+            inboxes = [consumer.keys.inbox(k) for k in sorted(consumer.owned)]
+            stop = threading.Event()
             start = time.perf_counter()
-            handled = 0
-            while True:
-                n = consumer.run_once()
-                handled += n
-                if n == 0:
-                    break
-            seconds = time.perf_counter() - start
+            service = threading.Thread(target=consumer.run, args=(stop.is_set,))
+            service.start()
+            try:
+                while not drained(client, inboxes):
+                    if not service.is_alive():
+                        print("failed: the service loop ended", flush=True)
+                        return 1
+                    time.sleep(POLL_S)
+                seconds = time.perf_counter() - start
+            finally:
+                stop.set()
+                service.join()  # run() releases the leases on its way out
+            # counted after the loops ended: a loop adds a batch after its EXEC
+            handled = sum(consumer.loop_handled.values())
             print(json.dumps({"handled": handled, "seconds": seconds}), flush=True)
             sys.stdin.readline()
-            consumer.release_all()
         finally:
             client.close()
     return 0

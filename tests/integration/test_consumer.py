@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import date, timedelta
 
 import pytest
 from structlog.testing import capture_logs
 
 from contracts.client import PhaseguardClient
+from worker.consumer import ShardConsumer
 from worker.domain.decide import new_account
 from worker.domain.model import Registration
 from worker.domain.policy import DEFAULT_POLICY
@@ -21,6 +24,7 @@ from .helpers import (
     accounts_on_shard,
     drain,
     et,
+    poll_until,
     session_end,
     stream_ids,
     trade,
@@ -377,6 +381,65 @@ def test_a_stop_during_a_batch_finishes_it_and_releases_every_lease(h: Harness) 
     successor = h.consumer()
     successor.balance()
     assert successor.owned == set(range(keys.shards))  # nothing to wait for
+
+
+# -- the service loop: a thread per owned shard ---------------------------------------------------
+
+
+class Running:
+    """`ShardConsumer.run` on a background thread, stopped (and joined) on exit."""
+
+    def __init__(self, consumer: ShardConsumer) -> None:
+        self.consumer = consumer
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=consumer.run, args=(self.stop.is_set,),
+                                       kwargs={"block_ms": 50})
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+
+def test_the_service_loop_applies_each_shards_messages_as_they_arrive(h: Harness) -> None:
+    keys = h.bootstrap()
+    accounts = ["acct-1", "acct-2", "acct-3"]
+    assert len({h.add_account(a) for a in accounts}) == 3  # three shards, three loops
+    consumer = h.consumer()
+    bot = h.bot()
+    t0 = h.now()
+    with Running(consumer):
+        poll_until(lambda: consumer.owned == set(range(keys.shards)), 10, "every lease")
+        for i, account in enumerate(accounts):
+            bot.publish_trade_closed(trade(account, f"t-{i}", "5", t0 + (i + 1) * MS))
+        poll_until(lambda: all(h.state(a).current.trades == 1 for a in accounts), 10,
+                   "each shard's loop to apply its message")
+        assert h.pending() == 0
+    assert sum(consumer.loop_handled.values()) == 3
+    assert consumer.owned == set()  # the stop released every lease
+    assert [h.admin.get(keys.lease(k)) for k in range(keys.shards)] == [None] * keys.shards
+
+
+def test_a_shard_loop_renews_its_own_lease_and_keeps_the_shard(h: Harness) -> None:
+    keys = h.bootstrap()
+    k = h.add_account("acct-1")
+    consumer = h.consumer(lease_ms=600)  # would expire within 0.6 s without renewals
+    with capture_logs() as logs, Running(consumer):
+        poll_until(lambda: consumer.owned == set(range(keys.shards)), 10, "every lease")
+        start = time.monotonic()
+        # three lease periods go by: renewals (every 0.2 s) or the shard is gone
+        poll_until(lambda: time.monotonic() - start > 1.8, 5, "three lease periods")
+        assert h.admin.get(keys.lease(k)) == consumer.name
+        h.bot().publish_trade_closed(trade("acct-1", "t-1", "5", h.now() + MS))
+        poll_until(lambda: h.state("acct-1").current.trades == 1, 10, "the message applied")
+        assert h.admin.get(keys.lease(k)) == consumer.name
+        assert 0 < int(h.admin.pttl(keys.lease(k))) <= 600
+    assert not [e for e in logs if e["event"] in ("lease_lost", "batch_contention")]
+    assert consumer.loop_handled == {k: 1}
 
 
 # -- replay accounts (R-1.6, R-9.2) ----------------------------------------------------------------

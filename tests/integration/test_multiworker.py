@@ -187,6 +187,12 @@ def test_the_same_inbox_order_gives_the_same_result_however_it_is_consumed(
     fresh_deployment(h)
     workers = [procs.start("--lease-ms", "2000") for _ in range(WORKERS)]
 
+    def shared() -> bool:  # the first worker took every shard; balancing hands some over
+        holders = {h.admin.get(h.keys.lease(k)) for k in range(SHARDS)}
+        return None not in holders and len(holders) >= 2
+
+    poll_until(shared, 30, "the workers to share the shards")
+
     def caught_up() -> bool:
         return all(alive(w) for w in workers) and inbox_drained(h.admin, h.keys)
 

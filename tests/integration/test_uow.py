@@ -14,7 +14,14 @@ from redis.client import Pipeline
 
 from worker.domain.decide import Emitted, Record
 from worker.store.keys import Keys
-from worker.store.uow import Contention, LeaseLost, Staging, transact
+from worker.store.uow import (
+    Contention,
+    LeaseLost,
+    Staging,
+    round_trip,
+    transact,
+    transact_reads,
+)
 
 from .helpers import PREFIX, Harness, read_history
 
@@ -192,3 +199,88 @@ def test_a_held_lease_lets_the_transaction_commit(h: Harness, keys: Keys,
              lease_key=keys.lease(K), owner=OWNER)
 
     assert written(h.admin, keys)["history"] == 1
+
+
+# -- transact_reads: WATCH, the lease check and the reads in one round trip ----------------------
+
+
+def test_reads_sent_with_the_watch_are_guarded_by_it_and_retried_on_fresh_data(
+        h: Harness, keys: Keys, worker: redis.Redis) -> None:
+    key = counter_key(keys)
+    h.admin.set(keys.lease(K), OWNER, px=10_000)
+    h.admin.hset(key, "n", "1")
+    seen: list[int] = []
+
+    def parse(pipe: Pipeline, replies: list[object]) -> int:
+        [value] = replies
+        seen.append(int(str(value)))
+        if len(seen) == 1:
+            h.admin.hset(key, "n", "100")  # another writer commits after our read
+        return seen[-1]
+
+    def stage(value: int) -> Staging:
+        st = Staging(keys, K)
+        st.raw(lambda p: p.hset(key, "n", str(value + 1)))
+        return st
+
+    transact_reads(worker, [key], [("HGET", key, "n")], parse, stage,
+                   lease_key=keys.lease(K), owner=OWNER)
+
+    assert seen == [1, 100]
+    assert h.admin.hget(key, "n") == "101"  # not 2: the stale attempt wrote nothing
+
+
+def test_reads_sent_with_the_watch_get_redis_pys_reply_types_and_a_further_read_works(
+        h: Harness, keys: Keys, worker: redis.Redis) -> None:
+    key = counter_key(keys)
+    h.admin.set(keys.lease(K), OWNER, px=10_000)
+    h.admin.hset(key, mapping={"a": "1", "b": "2"})
+    got: list[object] = []
+
+    def parse(pipe: Pipeline, replies: list[object]) -> None:
+        got.extend(replies)
+        got.extend(round_trip(pipe, [("HGET", key, "b")]))  # still on the watching connection
+
+    transact_reads(worker, [key], [("TIME",), ("HGETALL", key), ("HMGET", key, "a", "x")],
+                   parse, lambda _: Staging(keys, K), lease_key=keys.lease(K), owner=OWNER)
+
+    now, everything, some, again = got
+    assert isinstance(now, tuple)  # TIME's (seconds, microseconds)
+    assert len(now) == 2
+    assert everything == {"a": "1", "b": "2"}
+    assert some == ["1", None]
+    assert again == "2"
+
+
+def test_an_error_reply_among_the_reads_raises_and_leaves_the_connection_usable(
+        h: Harness, keys: Keys, worker: redis.Redis) -> None:
+    key = counter_key(keys)
+    h.admin.set(keys.lease(K), OWNER, px=10_000)
+    not_a_hash = keys.state(K, "other")
+    h.admin.set(not_a_hash, "x")
+
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        transact_reads(worker, [key], [("HGETALL", not_a_hash), ("HGET", key, "n")],
+                       lambda pipe, replies: None, lambda _: full_staging(keys, "no"),
+                       lease_key=keys.lease(K), owner=OWNER)
+    assert written(h.admin, keys)["history"] == 0
+
+    # every reply was read: the pooled connection is in step for the next transaction
+    transact_reads(worker, [key], [("HGET", key, "n")], lambda pipe, replies: replies,
+                   lambda _: full_staging(keys, "1"), lease_key=keys.lease(K), owner=OWNER)
+    assert written(h.admin, keys)["history"] == 1
+    assert worker.ping()
+
+
+def test_transact_reads_refuses_to_commit_without_the_lease(
+        h: Harness, keys: Keys, worker: redis.Redis) -> None:
+    h.admin.set(keys.lease(K), "worker-b", px=10_000)
+    parsed = []
+
+    with pytest.raises(LeaseLost):
+        transact_reads(worker, [counter_key(keys)], [("TIME",)],
+                       lambda pipe, replies: parsed.append(replies),
+                       lambda _: full_staging(keys, "1"), lease_key=keys.lease(K), owner=OWNER)
+
+    assert parsed == []
+    assert written(h.admin, keys) == {"state": {}, "history": 0, "events": 0, "deadletter": 0}

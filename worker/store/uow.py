@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 from redis.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from worker.domain.decide import Emitted, Record
 from worker.domain.model import AccountState
@@ -134,15 +134,81 @@ def transact(client: redis.Redis, watch: list[str], gather: Callable[[Pipeline],
     commit (R-10.1).
     """
     keys = ([lease_key] if lease_key else []) + watch
+
+    def begin(pipe: Pipeline) -> T:
+        pipe.watch(*keys)  # type: ignore[no-untyped-call]
+        if lease_key is not None:
+            _check_lease(lease_key, pipe.get(lease_key), owner)
+        return gather(pipe)
+
+    return _run(client, begin, stage, attempts)
+
+
+def transact_reads(client: redis.Redis, watch: list[str], reads: list[Command],
+                   parse: Callable[[Pipeline, list[Any]], T], stage: Callable[[T], Staging], *,
+                   lease_key: str, owner: str, attempts: int = MAX_ATTEMPTS) -> T:
+    """`transact` for a hot path: WATCH, the lease check and `reads` in one round trip.
+
+    The commands go out together on the connection the transaction then uses, WATCH first, so
+    every read is guarded by it; `parse` gets the pipeline (still watching, for any further
+    read) and the replies of `reads`, in order.
+    """
+    keys = [lease_key, *watch]
+
+    def begin(pipe: Pipeline) -> T:
+        replies = round_trip(pipe, [("WATCH", *keys), ("GET", lease_key), *reads])
+        _check_lease(lease_key, replies[1], owner)
+        return parse(pipe, replies[2:])
+
+    return _run(client, begin, stage, attempts)
+
+
+Command = tuple[str | int | float | bytes, ...]
+
+
+def round_trip(pipe: Pipeline, commands: list[Command]) -> list[Any]:
+    """Send `commands` on the pipeline's own connection in one write and read every reply (with
+    redis-py's response callbacks), without leaving its immediate mode: this is how a WATCH and
+    the reads it guards share a round trip, which redis-py's pipeline API does not offer (it
+    runs a WATCH, and everything after it, one command at a time).
+
+    The first error reply is raised after all replies are read; a connection that fails
+    mid-way is closed, never handed back half-read.
+    """
+    conn = pipe.connection
+    if conn is None:
+        conn = pipe.connection = pipe.connection_pool.get_connection()
+    replies: list[Any] = []
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))  # type: ignore[no-untyped-call]
+        for args in commands:
+            try:
+                # parse_response notes a WATCH (pipe.watching), so reset() sends UNWATCH
+                replies.append(pipe.parse_response(  # type: ignore[no-untyped-call]
+                    conn, str(args[0])))
+            except ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]
+        pipe.watching = False  # the connection is gone, and its WATCH with it
+        raise
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
+
+
+def _check_lease(lease_key: str, holder: object, owner: str | None) -> None:
+    if holder is None or _text(holder) != owner:
+        raise LeaseLost(lease_key)
+
+
+def _run(client: redis.Redis, begin: Callable[[Pipeline], T], stage: Callable[[T], Staging],
+         attempts: int) -> T:
     with client.pipeline() as pipe:
         for _ in range(attempts):
             try:
-                pipe.watch(*keys)  # type: ignore[no-untyped-call]
-                if lease_key is not None:
-                    holder = pipe.get(lease_key)
-                    if holder is None or _text(holder) != owner:
-                        raise LeaseLost(lease_key)
-                data = gather(pipe)
+                data = begin(pipe)
                 staging = stage(data)
                 pipe.multi()
                 staging.apply(pipe)
