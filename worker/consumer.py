@@ -119,14 +119,29 @@ def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
         gc.freeze()  # O(1): the generations' lists are spliced onto the permanent one
 
 
+CALENDAR_RECORD = 20  # "YYYY-MM-DD" and the open in 10-digit epoch seconds
+
+
 def calendar_blob(policy: Policy, start: date, count: int = CALENDAR_DAYS) -> str:
-    """What the entry script reads: {"opens": [[day, epoch seconds], ...], "min_size": ...}."""
+    """What the entry script reads: {"opens": "<day><epoch seconds>...", "min_size": "10.00"}.
+
+    The opens are one string of fixed 20-character records, ascending: the script decodes a
+    single JSON string and bisects it, where 410 JSON pairs cost ~100 us of every request.
+    """
     cal = Calendar(policy.calendar)
     first = cal.add_trading_days(start, -CALENDAR_BACK)
     opens = cal.opens(first, count + CALENDAR_BACK)
-    return json.dumps({"opens": [[cal.trading_day(o).isoformat(), int(o.timestamp())]
-                                 for o in opens],
-                       "min_size": str(policy.sizes.min_position_size)}, separators=(",", ":"))
+    records = "".join(f"{cal.trading_day(o).isoformat()}{int(o.timestamp()):010d}" for o in opens)
+    return json.dumps({"opens": records, "min_size": str(policy.sizes.min_position_size)},
+                      separators=(",", ":"))
+
+
+def calendar_opens(blob: str) -> list[tuple[date, int]]:
+    """The (trading day, open in epoch seconds) records of a `calendar_blob`."""
+    records = json.loads(blob)["opens"]
+    n = CALENDAR_RECORD
+    return [(date.fromisoformat(records[i:i + 10]), int(records[i + 10:i + n]))
+            for i in range(0, len(records), n)]
 
 
 @dataclass
@@ -955,5 +970,5 @@ def _guess_account(fields: dict[Any, Any]) -> str | None:
     return acc if isinstance(acc, str) and 0 < len(acc) <= 64 else None
 
 
-__all__ = ["ShardConsumer", "calendar_blob", "dumps"]
+__all__ = ["ShardConsumer", "calendar_blob", "calendar_opens", "dumps"]
 _ = UTC

@@ -9,12 +9,13 @@ What the client reads was written by the worker: P:meta and the shard calendars 
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
 from contracts.client import PhaseguardClient
 from contracts.errors import InvalidMessage
+from worker.consumer import calendar_opens
 
 from .helpers import (
     PREFIX,
@@ -136,7 +137,7 @@ def test_r9_2_the_worker_publishes_the_next_400_session_opens_of_every_shard(
     for k in range(keys.shards):
         raw = h.admin.get(keys.calendar(k))
         assert raw is not None, k
-        opens = [(date.fromisoformat(d), at) for d, at in json.loads(raw)["opens"]]
+        opens = calendar_opens(raw)
         days = [d for d, _ in opens]
         assert len(days) - days.index(today) == 400  # today's open and the 399 after it
         assert all(at == int(cal.session_open(d).timestamp()) for d, at in opens)

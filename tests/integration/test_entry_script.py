@@ -23,7 +23,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from contracts.client import EntryDecision, PhaseguardClient
-from worker.consumer import calendar_blob
+from worker.consumer import calendar_blob, calendar_opens
 from worker.domain.entries import ENTRY_RULES, EntryClock, EntryOutcome, EntryView, decide_entry
 from worker.redis_acl import Role
 from worker.store.keys import RQ_QUEUE, Keys
@@ -464,3 +464,26 @@ def test_the_ops_user_cannot_write_state(env: Env) -> None:
         env.ops.hset(key, "phase", "scaling")
     assert text(env.admin.hget(key, "phase")) == "experience"
 
+
+
+# -- the calendar blob: the current form and the earlier one ---------------------------------------
+
+
+def test_the_script_reads_the_earlier_calendar_form_the_same_way(env: Env) -> None:
+    """Until the worker republishes a shard's calendar after an upgrade, the blob may still hold
+    the earlier form (opens as [[day, epoch seconds], ...]): the same days, the same answer."""
+    register(env.worker, "cal-1")
+    k = env.shard("cal-1")
+    blob = calendar_blob(POLICY, CAL.trading_day(now_of(env.admin)))
+    opens = calendar_opens(blob)
+    assert opens == sorted(opens)
+    assert all(int(CAL.session_open(d).timestamp()) == at for d, at in opens)
+    earlier = json.dumps({"opens": [[d.isoformat(), at] for d, at in opens],
+                          "min_size": json.loads(blob)["min_size"]})
+    answers = []
+    for form in (blob, earlier):
+        env.admin.set(env.keys.calendar(k), form)
+        d = env.client.request_entry("cal-1", "paper")
+        answers.append((d.allowed, d.reason, d.trading_day, d.phase, d.position_size))
+    assert answers[0] == answers[1]
+    assert answers[0][2] == CAL.trading_day(now_of(env.admin)).isoformat()
