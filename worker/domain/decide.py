@@ -369,11 +369,11 @@ def refresh_size(state: AccountState, policy: Policy, cal: Calendar, at: datetim
 
 def start_epoch(state: AccountState, at: datetime, policy: Policy, cal: Calendar) -> AccountState:
     """A new epoch at `at` (R-1.5): counters and windows restart, P&L and equity carry on."""
-    state = replace(state, epoch_start=at, epoch_inclusive=False, closed_days=0,
+    state = _evolve(state, epoch_start=at, epoch_inclusive=False, closed_days=0,
                     proof_entry_seen=False, no_entry_run=0, longest_no_entry_run=0,
                     session_bonus=False, eligible=False, window=window_of(policy),
                     settled=state.settled.reset_epoch())
-    state = replace(state, epoch_start_equity=equity_at(state, at, cal))
+    state = _evolve(state, epoch_start_equity=equity_at(state, at, cal))
     return recompute_current(state)
 
 
@@ -384,7 +384,7 @@ def transition(state: AccountState, to: Phase, *, kind: str, trigger: str, at: d
     """Move to `to`: a new tenure and epoch at `at`, the history record and phase_changed."""
     frm = state.phase
     snapshot = metrics_snapshot(state, policy)
-    state = replace(state, phase=to, tenure_start=at, override_incidents=0)
+    state = _evolve(state, phase=to, tenure_start=at, override_incidents=0)
     state = start_epoch(state, at, policy, cal)
     day = cal.trading_day(at)
     state = _touch_phase(state, state.current_day if state.current_day is not None else day)
@@ -410,7 +410,7 @@ def trip_breaker(state: AccountState, at: datetime, reasons: list[str], cal: Cal
     if state.halted:
         return state
     day = cal.trading_day(at)
-    state = replace(state, halted=True, tripped_at=at)
+    state = _evolve(state, halted=True, tripped_at=at)
     meta = _meta(state, day)
     state = _put_meta(state, replace(meta, breaker_trips=meta.breaker_trips + 1))
     out.emit("circuit_breaker_tripped", at, day, {"reasons": reasons, "phase": state.phase})
@@ -422,7 +422,7 @@ def trip_breaker(state: AccountState, at: datetime, reasons: list[str], cal: Cal
 def clear_breaker(state: AccountState, at: datetime, cal: Calendar, out: _Out, *,
                   by: str, operator_id: str | None = None) -> AccountState:
     day = cal.trading_day(at)
-    state = replace(state, halted=False, cleared_at=at)
+    state = _evolve(state, halted=False, cleared_at=at)
     out.emit("circuit_breaker_cleared", at, day, {"by": by, "operator_id": operator_id,
                                                   "phase": state.phase})
     out.record("breaker_cleared", {"at": at.isoformat(), "trading_day": str(day), "by": by,
@@ -438,7 +438,7 @@ def downgrade(state: AccountState, trade: Trade, fired: list[Trigger], now: date
     at = trade.closed_at
     state = transition(state, to, kind="downgrade", trigger="auto", at=at, now=now,
                        reasons=reasons, policy=policy, cal=cal, out=out, cause=cause)
-    state = replace(state, size_reduced=True)
+    state = _evolve(state, size_reduced=True)
     state = trip_breaker(state, at, [t.name for t in fired], cal, out)
     return refresh_size(state, policy, cal, at, out, cause)
 
@@ -453,7 +453,7 @@ def advance(state: AccountState, at: datetime, now: datetime, policy: Policy, ca
                        reasons=reasons or [], policy=policy, cal=cal, out=out, cause=cause,
                        operator_id=operator_id, override_used=override_used,
                        validation=validation)
-    state = replace(state, size_reduced=False)
+    state = _evolve(state, size_reduced=False)
     return refresh_size(state, policy, cal, at, out, cause)
 
 
@@ -534,7 +534,7 @@ def close_session(state: AccountState, day: date, *, implicit: bool, at: datetim
         for exit_ in ledger_day.emergency_exits:
             out.record("emergency_exit", dict(exit_))
     in_epoch = open_at >= state.epoch_start
-    state = replace(state, closed_days=state.closed_days + (1 if in_epoch else 0))
+    state = _evolve(state, closed_days=state.closed_days + (1 if in_epoch else 0))
     if state.phase == "proof" and in_epoch:
         state = _count_no_entry(state, meta, ledger_day)
     meta = replace(meta, closed=True, implicit=implicit, end_equity=end_equity,
@@ -542,7 +542,7 @@ def close_session(state: AccountState, day: date, *, implicit: bool, at: datetim
                    denials=ledger_day.denial_counts if ledger_day else ())
     state = _put_meta(state, meta)
     nxt = cal.next_trading_day(day)
-    state = replace(state, current_day=nxt)
+    state = _evolve(state, current_day=nxt)
     state = _put_meta(state, SessionMeta(nxt, phases=(state.phase,),
                                          tripped_at_open=tripped_at_open(state,
                                                                          cal.session_open(nxt))))
@@ -564,11 +564,11 @@ def _count_no_entry(state: AccountState, meta: SessionMeta,
     """R-3.5: runs of trading days without an allowed live proof entry."""
     entered = ledger_day is not None and ledger_day.live_entry_phase == "proof"
     if entered:
-        return replace(state, proof_entry_seen=True, no_entry_run=0)
+        return _evolve(state, proof_entry_seen=True, no_entry_run=0)
     if not state.proof_entry_seen or meta.tripped_at_open:
         return state
     run = state.no_entry_run + 1
-    return replace(state, no_entry_run=run,
+    return _evolve(state, no_entry_run=run,
                    longest_no_entry_run=max(state.longest_no_entry_run, run))
 
 
@@ -577,7 +577,7 @@ def _refresh_bonus(state: AccountState, policy: Policy) -> AccountState:
     sessions, outcomes = gate_tally(state).session_outcomes(s.scaling_bonus_sessions)
     bonus = (sessions >= s.scaling_bonus_sessions
              and outcomes.win_rate_at_least(s.scaling_bonus_win_rate) is True)
-    return state if bonus == state.session_bonus else replace(state, session_bonus=bonus)
+    return state if bonus == state.session_bonus else _evolve(state, session_bonus=bonus)
 
 
 def _gate_at_close(state: AccountState, at: datetime, now: datetime, policy: Policy,
@@ -587,11 +587,11 @@ def _gate_at_close(state: AccountState, at: datetime, now: datetime, policy: Pol
     if result is None:
         return state
     if not result.eligible:
-        return replace(state, eligible=False) if state.eligible else state
+        return _evolve(state, eligible=False) if state.eligible else state
     if not state.eligible:
         day = cal.trading_day(at)
         out.emit("advancement_eligible", at, day, result.as_json())
-        state = replace(state, eligible=True)
+        state = _evolve(state, eligible=True)
     if policy.auto_advance and not state.halted:
         state = advance(state, at, now, policy, cal, out, cause, kind="advance",
                         trigger="auto", validation=result)
@@ -724,7 +724,7 @@ def _insert_trade(state: AccountState, trade: Trade,
     while idx > 0 and recent[idx - 1].order_key > key:
         idx -= 1
     recent.insert(idx, trade)
-    return recompute_current(replace(state, recent=tuple(recent), high_water=hw, equity=equity))
+    return recompute_current(_evolve(state, recent=tuple(recent), high_water=hw, equity=equity))
 
 
 def _closed_records(state: AccountState, since: date, cal: Calendar,
@@ -845,7 +845,7 @@ def apply_session_ended(state: AccountState, ledger: LedgerView, msg: SessionEnd
         return dead(state, "too_late", f"session {day} is before the dedupe horizon {cut}")
     out = _Out()
     if state.clock == "message":
-        state = replace(state, clock_at=max(state.clock_at or msg.ended_at, msg.ended_at))
+        state = _evolve(state, clock_at=max(state.clock_at or msg.ended_at, msg.ended_at))
     closed_already = state.current_day is None or day < state.current_day
     before = _closed_records(state, day, cal, policy) if closed_already else {}
     if msg.equity is not None:
