@@ -5,7 +5,7 @@
 -- KEYS: 1 registry hash, 2 state hash, 3 entry ledger hash, 4 shard calendar, 5 account calendar
 -- ARGV: 1 account_id, 2 mode (live|paper), 3 kind, 4 request_id, 5 position_id or "",
 --       6 at (epoch seconds, honoured only for clock = message accounts) or ""
--- Calendar blob: {"opens": "<YYYY-MM-DD><10-digit epoch s>...", "min_size": "10.00"}
+-- Calendar blob: {"opens":"<YYYY-MM-DD><10-digit epoch s>...","min_size":"10.00"}, "opens" first
 --   (worker.consumer.calendar_blob; the earlier form, "opens": [[day, epoch_s], ...], is read too)
 
 local account, mode, kind, request_id, position_id, at_arg =
@@ -27,24 +27,40 @@ end
 -- the trading day of `now`: the latest published open at or before it
 local today, prev_day, next_open = nil, nil, nil
 local min_size = 10
-local cal_raw = redis.call('GET', clock == 'message' and KEYS[5] or KEYS[4])
-if cal_raw then
-  local cal = cjson.decode(cal_raw)
+local cal_key = clock == 'message' and KEYS[5] or KEYS[4]
+local head = redis.call('GETRANGE', cal_key, 0, 9)
+local count, day_of, open_of = 0, nil, nil
+if head == '{"opens":"' then
+  -- {"opens":"<records>","min_size":"10.00"}: fixed 20-character records, "YYYY-MM-DD" then the
+  -- open in 10-digit epoch seconds, read a few at a time (GETRANGE) instead of decoding 8 KB
+  local tail = redis.call('GETRANGE', cal_key, -40, -1)
+  local size_text = string.match(tail, '","min_size":"([^"]*)"}$')
+  if size_text then
+    min_size = tonumber(size_text) or min_size
+    local records = redis.call('STRLEN', cal_key) - 10 - #('","min_size":"' .. size_text .. '"}')
+    count = math.floor(records / 20)
+    local cache = {}
+    local function record(i)
+      local r = cache[i]
+      if not r then
+        r = redis.call('GETRANGE', cal_key, 10 + (i - 1) * 20, 9 + i * 20)
+        cache[i] = r
+      end
+      return r
+    end
+    day_of = function(i) return string.sub(record(i), 1, 10) end
+    open_of = function(i) return tonumber(string.sub(record(i), 11, 20)) end
+  end
+elseif head ~= '' and head ~= false then
+  -- the earlier form, {"opens": [[day, epoch_s], ...]}, until the worker republishes the blob
+  local cal = cjson.decode(redis.call('GET', cal_key))
   min_size = tonumber(cal['min_size'] or '10')
   local opens = cal['opens']
-  local count, day_of, open_of
-  if type(opens) == 'string' then
-    -- fixed 20-character records, "YYYY-MM-DD" then the open in 10-digit epoch seconds:
-    -- decoding one string costs next to nothing, where 410 JSON pairs took ~100 us
-    count = #opens / 20
-    day_of = function(i) return string.sub(opens, i * 20 - 19, i * 20 - 10) end
-    open_of = function(i) return tonumber(string.sub(opens, i * 20 - 9, i * 20)) end
-  else
-    -- the earlier form, [[day, epoch_s], ...], until the worker republishes the blob
-    count = #opens
-    day_of = function(i) return opens[i][1] end
-    open_of = function(i) return opens[i][2] end
-  end
+  count = #opens
+  day_of = function(i) return opens[i][1] end
+  open_of = function(i) return opens[i][2] end
+end
+if count > 0 then
   local lo, hi = 1, count
   local found = 0
   while lo <= hi do

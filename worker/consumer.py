@@ -123,10 +123,11 @@ CALENDAR_RECORD = 20  # "YYYY-MM-DD" and the open in 10-digit epoch seconds
 
 
 def calendar_blob(policy: Policy, start: date, count: int = CALENDAR_DAYS) -> str:
-    """What the entry script reads: {"opens": "<day><epoch seconds>...", "min_size": "10.00"}.
+    """What the entry script reads: {"opens":"<day><epoch seconds>...","min_size":"10.00"}.
 
-    The opens are one string of fixed 20-character records, ascending: the script decodes a
-    single JSON string and bisects it, where 410 JSON pairs cost ~100 us of every request.
+    The opens are one string of fixed 20-character records, ascending, and come first: the
+    script bisects them with GETRANGE, a record at a time, where decoding 410 JSON pairs cost
+    ~100 us of every request (entry.lua depends on this exact layout).
     """
     cal = Calendar(policy.calendar)
     first = cal.add_trading_days(start, -CALENDAR_BACK)
