@@ -21,26 +21,13 @@ import time
 
 import redis
 
+from tests.bench.workload import inboxes_drained
 from worker.consumer import ShardConsumer, tune_gc
 from worker.logging import configure_logging
-from worker.store.keys import CONSUMER_GROUP
 from worker.store.runtime import PolicyHolder, load_keys
 
 READY_TIMEOUT_S = 30.0
 POLL_S = 0.01  # how often the service-loop mode looks whether the owned inboxes are done
-
-
-def drained(client: redis.Redis, inboxes: list[str]) -> bool:
-    """Every entry of these inboxes delivered to the group and acknowledged."""
-    pipe = client.pipeline(transaction=False)
-    for inbox in inboxes:
-        pipe.xinfo_groups(inbox)
-    for groups in pipe.execute():
-        group = next((g for g in groups
-                      if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.encode())), None)
-        if group is None or group["pending"] or group.get("lag"):
-            return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             service = threading.Thread(target=consumer.run, args=(stop.is_set,))
             service.start()
             try:
-                while not drained(client, inboxes):
+                while not inboxes_drained(client, inboxes):
                     if not service.is_alive():
                         print("failed: the service loop ended", flush=True)
                         return 1

@@ -207,11 +207,16 @@ def publish(client: redis.Redis, messages: Iterator[tuple[str, dict[str, str]]])
 
 def drained(client: redis.Redis, keys: Keys) -> bool:
     """True when every inbox entry has been delivered to the group and acknowledged."""
+    return inboxes_drained(client, [keys.inbox(k) for k in range(keys.shards)])
+
+
+def inboxes_drained(client: redis.Redis, inboxes: list[str]) -> bool:
+    """True when every entry of these inboxes has been delivered to the group and acknowledged."""
     from worker.store.keys import CONSUMER_GROUP
 
     pipe = client.pipeline(transaction=False)
-    for k in range(keys.shards):
-        pipe.xinfo_groups(keys.inbox(k))
+    for inbox in inboxes:
+        pipe.xinfo_groups(inbox)
     for groups in pipe.execute():
         group = next((g for g in groups if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.encode())),
                      None)
