@@ -175,6 +175,42 @@ class Subscriber:
         _stop(self.proc)
 
 
+class Publishers:
+    """tests/bench/event_publisher.py as the bot user: ready once connected; `run()` publishes."""
+
+    def __init__(self, url: str, accounts: list[str], day: str, rate: int, threads: int,
+                 workdir: Path) -> None:
+        self.out = workdir / "published.jsonl"
+        ids = workdir / "accounts.txt"
+        ids.write_text("\n".join(accounts) + "\n")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.event_publisher", "--url", url, "--accounts-file",
+             str(ids), "--day", day, "--rate", str(rate), "--threads", str(threads), "--out",
+             str(self.out)], cwd=ROOT, env=_env(), text=True, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            line = read_line(self.proc, READY_TIMEOUT_S)
+            if line != "ready":
+                raise RuntimeError(f"publisher: {line}")
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, timeout: float) -> dict[str, int]:
+        """Publish everything; {inbox entry id: monotonic ns noted before its XADD}."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = read_line(self.proc, timeout)
+        if line != "done":
+            raise RuntimeError(f"publisher: {line}")
+        rows = [json.loads(row) for row in self.out.read_text().splitlines()]
+        return {str(entry_id): int(t) for entry_id, t in rows}
+
+    def close(self) -> None:
+        _stop(self.proc)
+
+
 def run_baseline(url: str, messages: int, accounts: int) -> dict[str, Any]:
     """../shared/bench/baseline.py as is, on the same server; its one JSON line."""
     if not BASELINE.exists():

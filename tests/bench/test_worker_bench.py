@@ -18,10 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,7 @@ from worker.store.runtime import redis_now
 
 WORKERS = 2  # consumer processes of the latency and AOF benchmarks (BENCHMARKS.md: why)
 FSYNC_STALL_MS = 5  # latency-monitor-threshold during the publish -> event run
-PUBLISHERS = 4  # publishing threads: one XADD waits ~1 ms for the fsync, 1,000/s needs several
+PUBLISHERS = 4  # publishing threads (one process): each XADD waits for an fsync
 
 
 def aof_size(client: redis.Redis) -> int:
@@ -205,9 +202,10 @@ def test_publish_to_event_latency(benchmark: Any, bench_redis: redis.Redis,
     """publish -> session_closed seen by a subscriber, at a steady 1,000 session_ended/s for
     60 s (60,000 accounts, each closing today's session once), 2 `phase-worker` processes.
 
-    The publishers (threads of this process, a deadline-based schedule) note
-    `time.monotonic_ns()` before each XADD by its inbox entry id; the subscriber process notes
-    the same clock when it sees an event and the event's `caused_by` names that entry.
+    The publishers (a process of their own, tests/bench/event_publisher.py: threads on a
+    deadline-based schedule) note `time.monotonic_ns()` before each XADD by its inbox entry id;
+    the subscriber process notes the same clock when it sees an event and the event's
+    `caused_by` names that entry.
     Smoke (`make test`): 3 s, 3,000 messages."""
     sizes = worker_sizes
     count = int(sizes.event_rate * sizes.event_seconds)
@@ -228,9 +226,16 @@ def test_publish_to_event_latency(benchmark: Any, bench_redis: redis.Redis,
         bench_redis.config_set("latency-monitor-threshold", FSYNC_STALL_MS)
         bench_redis.execute_command("LATENCY", "RESET")
         try:
-            publish = steady_publisher(redis_server.url_for(USER_FOR_ROLE["bot"]), ids,
-                                       day.isoformat(), sizes.event_rate, published)
-            benchmark.pedantic(publish, rounds=1, iterations=1)
+            publishers = procs.Publishers(redis_server.url_for(USER_FOR_ROLE["bot"]), ids,
+                                          day.isoformat(), sizes.event_rate, PUBLISHERS,
+                                          tmp_path)
+            try:
+                def publish() -> None:
+                    published.update(publishers.run(timeout=60 + sizes.event_seconds))
+
+                benchmark.pedantic(publish, rounds=1, iterations=1)
+            finally:
+                publishers.close()
             seen = subscriber.results(timeout=60 + sizes.event_seconds)
             stalls = [int(ms) for _, ms in bench_redis.execute_command(
                 "LATENCY", "HISTORY", "aof-fsync-always")]
@@ -251,50 +256,3 @@ def test_publish_to_event_latency(benchmark: Any, bench_redis: redis.Redis,
         # seconds of the run in which an fsync of the AOF took >= 5 ms, and the worst of each
         "fsync_stall_seconds": len(stalls), "fsync_stalls_ms": sorted(stalls, reverse=True),
     })
-
-
-def steady_publisher(url: str, ids: list[str], day: str, rate: int,
-                     published: dict[str, int]) -> Callable[[], None]:
-    """A function that publishes one session_ended per id, message i due at start + i / rate,
-    spread over PUBLISHERS threads (each with its own connection)."""
-
-    def run() -> None:
-        start = time.monotonic_ns() + 50_000_000
-        period = 1_000_000_000 // rate
-        lock = threading.Lock()
-        errors: list[BaseException] = []
-
-        def worker(offset: int) -> None:
-            conn = redis.Redis.from_url(url)
-            try:
-                client = PhaseguardClient(conn, prefix=workload.PREFIX)
-                client.meta()
-                mine: dict[str, int] = {}
-                for i in range(offset, len(ids), PUBLISHERS):
-                    due = start + i * period
-                    wait = due - time.monotonic_ns()
-                    if wait > 0:
-                        time.sleep(wait / 1e9)
-                    t = time.monotonic_ns()
-                    entry_id = client.publish_session_ended({
-                        "schema_version": 1, "account_id": ids[i], "trading_day": day,
-                        "ended_at": datetime.now(UTC).isoformat()})
-                    mine[entry_id] = t
-                with lock:
-                    published.update(mine)
-            except BaseException as exc:  # reported by the main thread
-                errors.append(exc)
-            finally:
-                conn.close()
-
-        threads = [threading.Thread(target=worker, args=(j,), name=f"publisher-{j}")
-                   for j in range(PUBLISHERS)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        if errors:
-            raise errors[0]
-
-    return run
-
