@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -270,6 +270,19 @@ class Harness:
     def consumer(self, **kwargs: Any) -> ShardConsumer:
         c = self.client("worker")
         return ShardConsumer(c, self.keys, PolicyHolder(c, self.keys), **kwargs)
+
+    def close_a_day(self, accounts: list[str]) -> None:
+        """Register each account, publish one winning trade and today's session end for it
+        (a millisecond apart, in account order), and drain: one session_closed each."""
+        t0 = self.now()
+        day = self.calendar().trading_day(t0)
+        bot = self.bot()
+        ms = timedelta(milliseconds=1)
+        for i, account in enumerate(accounts):
+            self.add_account(account)
+            bot.publish_trade_closed(trade(account, "t-1", "10", t0 + (i + 1) * ms))
+            bot.publish_session_ended(session_end(account, day, t0 + (i + 5) * ms))
+        drain(self.consumer())
 
     def now(self) -> datetime:
         return redis_now(self.admin.time())

@@ -9,7 +9,6 @@ What the client reads was written by the worker: P:meta and the shard calendars 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 
@@ -21,14 +20,12 @@ from .helpers import (
     PREFIX,
     Harness,
     accounts_on_shard,
-    drain,
     session_end,
     stream_ids,
     trade,
 )
 
 pytestmark = pytest.mark.redis
-MS = timedelta(milliseconds=1)
 
 
 def meta_field(h: Harness, name: str) -> dict[str, list[object]]:
@@ -110,14 +107,7 @@ def test_r9_5_status_is_the_public_read_model_only(h: Harness) -> None:
 def test_r9_5_subscribe_follows_the_events_of_every_shard(h: Harness) -> None:
     keys = h.bootstrap()
     accounts = [accounts_on_shard(keys, k, 1)[0] for k in (0, 7, 15)]
-    t0 = h.now()
-    day = h.calendar().trading_day(t0)
-    bot = h.bot()
-    for i, account in enumerate(accounts):
-        h.add_account(account)
-        bot.publish_trade_closed(trade(account, "t-1", "10", t0 + (i + 1) * MS))
-        bot.publish_session_ended(session_end(account, day, t0 + (i + 5) * MS))
-    drain(h.consumer())
+    h.close_a_day(accounts)
 
     reader = PhaseguardClient(h.client("reader"), PREFIX)  # subscribers log in as the reader
     seen = [event for _, event in reader.subscribe(start="beginning", block_ms=10, max_idle=1)]

@@ -32,17 +32,13 @@ from .helpers import (
     PREFIX,
     Harness,
     accounts_on_shard,
-    drain,
     poll_until,
-    session_end,
-    trade,
     worker_env,
 )
 
 pytestmark = pytest.mark.redis
 EXIT_USAGE = 2
 START_TIMEOUT_S = 30.0
-MS = timedelta(milliseconds=1)
 # (module, the name it gives itself on stderr)
 PROCESSES = [("worker", "phase-worker"), ("worker.ops_worker", "phase-ops-worker")]
 DEFAULT_POLICY_TOML = Path(worker.__file__).parent / "default_policy.toml"
@@ -277,14 +273,7 @@ def test_r12_1_phasectl_events_prints_the_events_of_every_shard(
         h: Harness, role_url: Callable[[Role], str], tmp_path: Path) -> None:
     keys = h.bootstrap()
     accounts = [accounts_on_shard(keys, 1, 1)[0], accounts_on_shard(keys, 9, 1)[0]]
-    t0 = h.now()
-    day = h.calendar().trading_day(t0)
-    bot = h.bot()
-    for i, account in enumerate(accounts):
-        h.add_account(account)
-        bot.publish_trade_closed(trade(account, "t-1", "10", t0 + (i + 1) * MS))
-        bot.publish_session_ended(session_end(account, day, t0 + (i + 5) * MS))
-    drain(h.consumer())
+    h.close_a_day(accounts)
 
     done = phasectl(role_url, tmp_path, "events", "--json")
 
